@@ -1,0 +1,1 @@
+"""Audio I/O, manifests, batching, and the corpora (synthesized and real)."""
