@@ -1,0 +1,199 @@
+"""Self-supervised pre-training (the upstream supplies its loss), and where an
+upstream's weights come from: a checkpoint file, an earlier run, or a new run."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from speechssl.checkpoint import (
+    file_hash,
+    load_training_state,
+    load_weights,
+    save_training_state,
+    save_weights,
+)
+from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
+from speechssl.data.corpus import Corpus
+from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.runtime import config_hash
+from speechssl.upstream.base import Upstream, build_upstream
+
+RESERVED = ("name", "ckpt", "pretrain")  # upstream config keys that are not model options
+
+
+def upstream_options(cfg_up: DictConfig) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(cfg_up, resolve=True).items()
+            if k not in RESERVED}
+
+
+def build_from_config(cfg_up: DictConfig) -> Upstream:
+    return build_upstream(cfg_up.name, **upstream_options(cfg_up))
+
+
+def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def pretrain_dir(cfg: DictConfig, corpus: Corpus) -> Path:
+    """One directory per (upstream, corpus, architecture): a longer budget continues it."""
+    arch = config_hash({"name": cfg.upstream.name, **upstream_options(cfg.upstream)})
+    return Path(cfg.out_dir) / "pretrain" / cfg.upstream.name / corpus.name / arch
+
+
+def lr_at(step: int, pc: DictConfig) -> float:
+    """Linear warm-up, then constant, linear or cosine decay to zero at ``pc.steps``."""
+    if step < pc.warmup_steps:
+        return pc.lr * (step + 1) / pc.warmup_steps
+    frac = (step - pc.warmup_steps) / max(1, pc.steps - pc.warmup_steps)
+    if pc.decay == "constant":
+        return pc.lr
+    if pc.decay == "linear":
+        return pc.lr * max(0.0, 1.0 - frac)
+    if pc.decay == "cosine":
+        return pc.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+    raise ConfigError(f"upstream.pretrain.decay={pc.decay!r}; valid: constant, linear, cosine")
+
+
+@torch.no_grad()
+def dev_loss(model: Upstream, items: list[dict], device, batch_seconds: float) -> float:
+    model.eval()
+    sampler = LengthBucketSampler([it["duration"] for it in items], batch_seconds, shuffle=False)
+    total, n = 0.0, 0
+    for batch in DataLoader(AudioDataset(items), batch_sampler=sampler, collate_fn=collate_audio):
+        out = model.pretrain_loss(batch["audio"].to(device), batch["lengths"].to(device))
+        total += float(out["loss"]) * len(batch["items"])
+        n += len(batch["items"])
+    model.train()
+    return total / max(n, 1)
+
+
+def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
+    """Pre-train ``cfg.upstream`` on the corpus's ``pretrain`` split; resumes from the last
+    checkpoint of an interrupted run. Returns the final safetensors file."""
+    pc = cfg.upstream.pretrain
+    run = pretrain_dir(cfg, corpus)
+    run.mkdir(parents=True, exist_ok=True)
+    model = build_from_config(cfg.upstream).to(device)
+    if not model.can_pretrain:
+        raise ConfigError(f"upstream {cfg.upstream.name!r} has nothing to pre-train")
+    torch.manual_seed(cfg.seed)
+    items, dev_items = corpus.items("pretrain", "train"), corpus.items("pretrain", "dev")
+    dataset = AudioDataset(items)
+    sampler = LengthBucketSampler([it["duration"] for it in items], pc.batch_seconds,
+                                  shuffle=True, seed=cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
+    state = load_training_state(run / "last", model, opt) or {"step": 0, "epoch": 0, "pos": 0,
+                                                               "seconds": 0.0}
+    if state["step"]:
+        print(f"[pretrain] resuming {run} from step {state['step']}")
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg.upstream, resolve=True))
+    writer = SummaryWriter(str(run / "tb"), purge_step=state["step"])
+    model.train()
+    start = time.time() - state["seconds"]
+    bar = tqdm(total=pc.steps, initial=state["step"], desc=f"pretrain {cfg.upstream.name}",
+               disable=not cfg.progress)
+    last_loss = float("nan")
+    while state["step"] < pc.steps:
+        sampler.set_epoch(state["epoch"])
+        batches = list(sampler)[state["pos"]:]
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_audio,
+                            num_workers=cfg.num_workers)
+        for batch in loader:
+            lr = lr_at(state["step"], pc)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            out = model.pretrain_loss(batch["audio"].to(device), batch["lengths"].to(device))
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), pc.grad_clip)
+            opt.step()
+            state["step"] += 1
+            state["pos"] += 1
+            last_loss = float(out["loss"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+            if state["step"] % pc.log_every == 0:
+                for k, v in out.items():
+                    writer.add_scalar(f"pretrain/{k}", float(v), state["step"])
+                writer.add_scalar("pretrain/lr", lr, state["step"])
+                writer.add_scalar("pretrain/grad_norm", float(grad_norm), state["step"])
+            if state["step"] % pc.save_every == 0 or state["step"] >= pc.steps:
+                state["seconds"] = time.time() - start
+                save_training_state(run / "last", model, opt, state)
+            if state["step"] >= pc.steps:
+                break
+        else:
+            state["epoch"], state["pos"] = state["epoch"] + 1, 0
+    bar.close()
+    loss_dev = dev_loss(model, dev_items, device, pc.batch_seconds)
+    writer.add_scalar("pretrain/dev_loss", loss_dev, state["step"])
+    writer.close()
+    final = run / "model.safetensors"
+    meta = {"upstream": cfg.upstream.name, "options": json.dumps(upstream_options(cfg.upstream)),
+            "corpus": corpus.name, "steps": str(state["step"])}
+    save_weights(final, model, meta)
+    summary = {"upstream": cfg.upstream.name, "corpus": corpus.name, "steps": state["step"],
+               "train_loss": last_loss, "dev_loss": loss_dev, "params": count_params(model),
+               "wall_time_s": round(time.time() - start, 1), "weights": str(final)}
+    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"[pretrain] {cfg.upstream.name} on {corpus.name}: {state['step']} steps, "
+          f"train loss {last_loss:.4f}, dev loss {loss_dev:.4f}, "
+          f"{summary['params'] / 1e6:.2f} M params, {summary['wall_time_s']:.0f} s -> {final}")
+    return final
+
+
+@dataclass
+class UpstreamInfo:
+    weights_hash: str
+    source: str  # "none" (no weights), a checkpoint path
+    pretrain_corpus: str
+    params: int
+
+    def tag(self, name: str) -> str:
+        return f"{name}-{self.weights_hash[:8]}"
+
+
+def load_upstream(cfg: DictConfig, corpus: Corpus,
+                  device: torch.device) -> tuple[Upstream, UpstreamInfo]:
+    """The frozen upstream for a downstream cell: ``upstream.ckpt`` if given, else the
+    pre-training run of this upstream on this corpus, else a new one (said out loud)."""
+    model = build_from_config(cfg.upstream)
+    opts = upstream_options(cfg.upstream)
+    pretrain_corpus = ""
+    if cfg.upstream.get("ckpt"):
+        path = Path(cfg.upstream.ckpt)
+        meta = load_weights(path, model)
+        if meta.get("upstream") not in (None, cfg.upstream.name):
+            raise SpeechSSLError(f"{path}: checkpoint of upstream {meta['upstream']!r}, "
+                                 f"not {cfg.upstream.name!r}")
+        source, weights_hash = str(path), file_hash(path)
+        pretrain_corpus = meta.get("corpus", "")
+    elif not model.can_pretrain:
+        source = "none"
+        weights_hash = config_hash({"name": cfg.upstream.name, **opts}, n=12)
+    else:
+        path = pretrain_dir(cfg, corpus) / "model.safetensors"
+        if not path.is_file():
+            print(f"[upstream] no pre-trained {cfg.upstream.name} for corpus {corpus.name} yet: "
+                  f"pre-training it now with the recipe's budget "
+                  f"({cfg.upstream.pretrain.steps} steps)")
+            path = pretrain(cfg, corpus, device)
+        else:
+            print(f"[upstream] using pre-trained {cfg.upstream.name}: {path}")
+        meta = load_weights(path, model)
+        source, weights_hash = str(path), file_hash(path)
+        pretrain_corpus = meta.get("corpus", corpus.name)
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, UpstreamInfo(weights_hash, source, pretrain_corpus, count_params(model))

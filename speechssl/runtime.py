@@ -1,0 +1,58 @@
+"""Process-level settings shared by every mode: device, threads, seeds, code version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechssl import __version__
+from speechssl.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" picks CUDA when available; anything else must be a valid, present device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine")
+    return device
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` intra-op threads (0 = one per core)."""
+    torch.set_num_threads(n if n > 0 else (os.cpu_count() or 1))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def code_version() -> str:
+    """The git commit of this checkout (with -dirty), else the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root,
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return __version__
+
+
+def config_hash(obj, n: int = 10) -> str:
+    """A short stable hash of a JSON-able object (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]

@@ -1,0 +1,192 @@
+"""The downstream loop: frozen features -> featurizer + probe, model selection on dev,
+one evaluation on test, one row in the leaderboard. Readable top to bottom."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from downstream.base import Task, build_task
+from speechssl import leaderboard
+from speechssl.cache import collate_features, extract_features
+from speechssl.checkpoint import load_training_state, load_weights, save_training_state, save_weights
+from speechssl.data.batching import LengthBucketSampler
+from speechssl.data.corpus import load_corpus
+from speechssl.featurizer import Featurizer
+from speechssl.pretrain import count_params, load_upstream
+from speechssl.runtime import code_version, resolve_device
+
+TASK_RESERVED = ("name", "optim", "featurizer")
+
+
+class ProbeModel(nn.Module):
+    """What trains downstream: the layer weights and the task head."""
+
+    def __init__(self, featurizer: Featurizer, head: nn.Module):
+        super().__init__()
+        self.featurizer, self.head = featurizer, head
+
+
+def task_from_config(cfg_down: DictConfig) -> Task:
+    opts = {k: v for k, v in OmegaConf.to_container(cfg_down, resolve=True).items()
+            if k not in TASK_RESERVED}
+    return build_task(cfg_down.name, **opts)
+
+
+def better(a: float, b: float | None, higher_is_better: bool) -> bool:
+    return b is None or (a > b if higher_is_better else a < b)
+
+
+@torch.no_grad()
+def evaluate(model: ProbeModel, task: Task, feats: list, items: list[dict], device,
+             batch_frames: int) -> dict[str, float]:
+    """Score the probe on one split (batches in length order, no shuffling)."""
+    model.eval()
+    sampler = LengthBucketSampler([f.shape[1] for f in feats], batch_frames, shuffle=False)
+    preds: list = [None] * len(items)
+    for idx in sampler:
+        layers, lengths = collate_features(feats, idx, device)
+        batch = {"items": [items[i] for i in idx]}
+        for i, p in zip(idx, task.predict(model.head, model.featurizer(layers), lengths, batch),
+                        strict=True):
+            preds[i] = p
+    model.train()
+    return task.score(preds, [task.reference(it) for it in items])
+
+
+def run_dir_for(cfg: DictConfig, tag: str, task: str, corpus: str) -> Path:
+    return Path(cfg.out_dir) / "runs" / tag / task / corpus / f"seed{cfg.seed}"
+
+
+def train_cell(cfg: DictConfig) -> dict:
+    """Train and evaluate one (upstream, task) cell; returns the leaderboard row."""
+    t0 = time.time()
+    device = resolve_device(cfg.device)
+    task = task_from_config(cfg.downstream)
+    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
+    splits = task.splits(corpus)
+    task.setup(splits["train"])
+    upstream, info = load_upstream(cfg, corpus, device)
+    run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
+    result_file = run_dir / "result.json"
+    if result_file.is_file() and not cfg.force:
+        row = json.loads(result_file.read_text())
+        print(f"[train] already done (force=true to redo): {run_dir}")
+        print(leaderboard.format_row(row))
+        return row
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    oc = cfg.downstream.optim
+    feats = {s: extract_features(upstream, items, device, batch_seconds=oc.extract_batch_seconds,
+                                 num_workers=cfg.num_workers, progress=cfg.progress,
+                                 desc=f"{cfg.upstream.name} features ({s})")
+             for s, items in splits.items()}
+    num_layers, _, dim = feats["train"][0].shape
+    del upstream
+
+    torch.manual_seed(cfg.seed)
+    model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
+                       task.build_probe(dim)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=oc.lr, weight_decay=oc.weight_decay)
+    fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_dev": None, "bad_evals": 0}
+    state = load_training_state(run_dir / "last", model, opt) or fresh
+    if state["step"]:
+        print(f"[train] resuming {run_dir} from step {state['step']}")
+    sampler = LengthBucketSampler([f.shape[1] for f in feats["train"]], oc.batch_frames,
+                                  shuffle=True, seed=cfg.seed)
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"])
+    bar = tqdm(total=oc.max_steps, initial=state["step"], disable=not cfg.progress,
+               desc=f"{task.name} probe on {cfg.upstream.name}")
+    train_items = splits["train"]
+    model.train()
+    while state["step"] < oc.max_steps and state["bad_evals"] < oc.patience:
+        sampler.set_epoch(state["epoch"])
+        for idx in list(sampler)[state["pos"]:]:
+            layers, lengths = collate_features(feats["train"], idx, device)
+            batch = {"items": [train_items[i] for i in idx]}
+            loss = task.loss(model.head, model.featurizer(layers), lengths, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip)
+            opt.step()
+            state["step"] += 1
+            state["pos"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            writer.add_scalar("train/loss", float(loss), state["step"])
+            if state["step"] % oc.eval_every == 0 or state["step"] >= oc.max_steps:
+                dev = evaluate(model, task, feats["dev"], splits["dev"], device, oc.batch_frames)
+                for k, v in dev.items():
+                    writer.add_scalar(f"dev/{k}", v, state["step"])
+                if better(dev[task.metric], state["best"], task.higher_is_better):
+                    state.update(best=dev[task.metric], best_dev=dev, bad_evals=0)
+                    save_weights(run_dir / "best.safetensors", model)
+                else:
+                    state["bad_evals"] += 1
+                bar.write(f"step {state['step']}: dev {task.metric} {dev[task.metric]:.2f} "
+                          f"(best {state['best']:.2f})")
+                save_training_state(run_dir / "last", model, opt, state)
+            if state["step"] >= oc.max_steps or state["bad_evals"] >= oc.patience:
+                break
+        else:
+            state["epoch"], state["pos"] = state["epoch"] + 1, 0
+    bar.close()
+    writer.close()
+
+    load_weights(run_dir / "best.safetensors", model)
+    test = evaluate(model, task, feats["test"], splits["test"], device, oc.batch_frames)
+    row = {
+        "run_id": f"{info.tag(cfg.upstream.name)}/{task.name}/{corpus.name}/seed{cfg.seed}",
+        "upstream": cfg.upstream.name, "weights_hash": info.weights_hash,
+        "pretrain_corpus": info.pretrain_corpus, "task": task.name, "corpus": corpus.name,
+        "metric": task.metric, "higher_is_better": int(task.higher_is_better),
+        "dev_value": state["best"], "test_value": test[task.metric],
+        "metrics_json": json.dumps({"dev": state["best_dev"], "test": test}),
+        "seed": int(cfg.seed), "tuning": "frozen",
+        "trainable_params": count_params(model, trainable_only=True),
+        "upstream_params": info.params,
+        "layer_weights": json.dumps(model.featurizer.layer_weights()),
+        "wall_time_s": round(time.time() - t0, 1),
+        "config_yaml": OmegaConf.to_yaml(cfg, resolve=True),
+        "code_version": code_version(), "run_dir": str(run_dir),
+    }
+    leaderboard.record(cfg.leaderboard, row)
+    tmp = result_file.with_name(f".result.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(row, indent=1))
+    os.replace(tmp, result_file)
+    print(leaderboard.format_row(row))
+    return row
+
+
+def evaluate_cell(cfg: DictConfig) -> dict[str, float]:
+    """Re-score the best probe of a trained cell on its test split (records nothing)."""
+    device = resolve_device(cfg.device)
+    task = task_from_config(cfg.downstream)
+    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
+    splits = task.splits(corpus)
+    task.setup(splits["train"])
+    upstream, info = load_upstream(cfg, corpus, device)
+    run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
+    if not (run_dir / "best.safetensors").is_file():
+        from speechssl.errors import SpeechSSLError
+
+        raise SpeechSSLError(f"no trained probe at {run_dir}: run mode=train first")
+    oc = cfg.downstream.optim
+    feats = extract_features(upstream, splits["test"], device, oc.extract_batch_seconds,
+                             num_workers=cfg.num_workers, progress=cfg.progress, desc="test")
+    model = ProbeModel(Featurizer(feats[0].shape[0], **cfg.downstream.featurizer),
+                       task.build_probe(feats[0].shape[2])).to(device)
+    load_weights(run_dir / "best.safetensors", model)
+    test = evaluate(model, task, feats, splits["test"], device, oc.batch_frames)
+    print(f"[evaluate] {cfg.upstream.name} x {task.name} on {corpus.name} test: "
+          + ", ".join(f"{k}={v:.2f}" for k, v in test.items()))
+    return test

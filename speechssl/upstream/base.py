@@ -1,0 +1,104 @@
+"""The upstream interface, its output type, and the name -> class registry."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from speechssl.errors import ConfigError
+
+_REGISTRY: dict[str, type[Upstream]] = {}
+
+
+@dataclass
+class UpstreamOutput:
+    """What every upstream returns.
+
+    hidden_states: one (B, T, D) tensor per layer, all of the same D, first to last.
+    lengths: (B,) number of valid frames of each sequence.
+    """
+
+    hidden_states: list[Tensor]
+    lengths: Tensor
+
+
+class Upstream(nn.Module):
+    """A representation model: waveforms (or token ids) in, layer-wise features out.
+
+    Subclasses set ``modality`` and ``downsample_rate`` (input samples per output
+    frame), implement ``forward`` and, if they can be pre-trained, ``pretrain_loss``.
+    """
+
+    modality: str = "audio"
+    downsample_rate: int = 160
+    sample_rate: int = 16000
+
+    def forward(self, x: Tensor, lengths: Tensor) -> UpstreamOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def pretrain_loss(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:
+        """Self-supervised loss: {"loss": scalar, **scalars to log}."""
+        raise NotImplementedError(f"upstream {type(self).__name__} has no pre-training loss")
+
+    @property
+    def can_pretrain(self) -> bool:
+        return type(self).pretrain_loss is not Upstream.pretrain_loss
+
+    @torch.no_grad()
+    def describe(self) -> dict:
+        """Layer count and feature size, measured on one second of input."""
+        device = next(self.parameters(), torch.zeros(())).device
+        x = torch.zeros(1, self.sample_rate, device=device)
+        out = self(x, torch.tensor([self.sample_rate], device=device))
+        return {"num_layers": len(out.hidden_states), "hidden_size": out.hidden_states[0].shape[-1]}
+
+
+def register_upstream(name: str):
+    """Class decorator: make ``name`` usable as ``upstream=name``."""
+
+    def wrap(cls: type[Upstream]) -> type[Upstream]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"upstream name {name!r} is already registered to {_REGISTRY[name]}")
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def registered_upstreams() -> list[str]:
+    _import_builtins()
+    return sorted(_REGISTRY)
+
+
+def upstream_class(name: str) -> type[Upstream]:
+    _import_builtins()
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"unknown upstream {name!r}; registered upstreams: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def build_upstream(name: str, **kwargs) -> Upstream:
+    """Instantiate a registered upstream; unknown keyword arguments are a ConfigError."""
+    cls = upstream_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    var_kw = inspect.Parameter.VAR_KEYWORD
+    accepts_any = any(p.kind is var_kw for p in params.values())
+    valid = [n for n, p in params.items() if n != "self" and p.kind is not var_kw]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown and not accepts_any:
+        raise ConfigError(
+            f"upstream {name!r} has no option(s) {', '.join(unknown)}; "
+            f"valid options: {', '.join(valid) or '(none)'}"
+        )
+    return cls(**kwargs)
+
+
+def _import_builtins() -> None:
+    # Importing the package registers every built-in upstream module.
+    import speechssl.upstream  # noqa: F401

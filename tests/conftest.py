@@ -1,0 +1,48 @@
+"""Shared fixtures: the tiny synthesized corpus (generated once per session) and a
+config composer that points every path at a temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A data dir holding the tiny synthesized corpus (seed 0)."""
+    from speechssl.data.synth import ensure_corpus
+
+    root = tmp_path_factory.mktemp("data")
+    ensure_corpus(root / "synth", size="tiny", seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(data_dir):
+    from omegaconf import OmegaConf
+
+    from speechssl.data.corpus import load_corpus
+
+    cfg = OmegaConf.create({"name": "synth", "size": "tiny", "seed": 0, "root": None,
+                            "num_workers": None})
+    return load_corpus(cfg, data_dir, progress=False)
+
+
+@pytest.fixture
+def make_cfg(data_dir, tmp_path):
+    """compose(overrides) -> the full config, on the tiny corpus, outputs under tmp_path."""
+
+    def _make(*overrides: str):
+        with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
+            return compose("config", overrides=[
+                f"data_dir={data_dir}", f"out_dir={tmp_path / 'outputs'}", "corpus.size=tiny",
+                "progress=false", "device=cpu", *overrides])
+
+    return _make
