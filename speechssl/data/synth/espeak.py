@@ -1,0 +1,223 @@
+"""Minimal ctypes binding to eSpeak NG (as shipped by the ``espeakng-loader`` wheel).
+
+Only what the synthetic corpus needs: synchronous synthesis into a numpy buffer,
+voice / parameter selection and IPA phonemisation.  eSpeak keeps global state,
+so the library is initialised once per process (:func:`get_engine`).  A private
+data directory may be passed on first use so that custom voice variants (written
+by :mod:`speechssl.data.synth.speakers`) can be selected by name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+# speak_lib.h constants
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+espeakCHARS_UTF8 = 1
+espeakPHONEMES_IPA = 0x02
+POS_CHARACTER = 1
+espeakSSML = 0x10
+
+espeakRATE = 1
+espeakVOLUME = 2
+espeakPITCH = 3
+espeakRANGE = 4
+espeakWORDGAP = 7
+
+NATIVE_SAMPLE_RATE = 22050
+
+# stress / boundary / tie / tone marks removed from phoneme strings
+_STRIP_MARKS = set("ˈˌ.%‖|‿͡'\u0361\u035c-") | {"ˑ"}
+
+
+class _EspeakEvent(ctypes.Structure):  # only used as an opaque pointer type
+    _fields_ = [("type", ctypes.c_int)]
+
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent)
+)
+
+
+def default_data_dir() -> Path:
+    """The ``espeak-ng-data`` directory shipped with espeakng-loader."""
+    try:
+        import espeakng_loader
+    except ImportError as e:  # pragma: no cover - environment problem
+        raise RuntimeError("espeakng-loader is not installed (pip install espeakng-loader)") from e
+    return Path(espeakng_loader.get_data_path())
+
+
+def library_path() -> str:
+    try:
+        import espeakng_loader
+    except ImportError as e:  # pragma: no cover
+        raise RuntimeError("espeakng-loader is not installed (pip install espeakng-loader)") from e
+    return espeakng_loader.get_library_path()
+
+
+class Espeak:
+    """A process-wide eSpeak NG engine in synchronous mode."""
+
+    def __init__(self, data_dir: str | os.PathLike | None = None):
+        data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        if data_dir.name != "espeak-ng-data":
+            raise RuntimeError(f"eSpeak data dir must be named 'espeak-ng-data', got {data_dir}")
+        try:
+            lib = ctypes.CDLL(library_path())
+        except OSError as e:
+            raise RuntimeError(f"could not load the eSpeak NG library: {e}") from e
+        self.lib = lib
+        self.data_dir = data_dir
+        self._lock = threading.Lock()
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_Synchronize.restype = ctypes.c_int
+        lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
+        lib.espeak_SetSynthCallback.restype = None
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ng_SetRandSeed.restype = None
+
+        sr = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 200, str(data_dir.parent).encode(), 0)
+        if sr <= 0:
+            raise RuntimeError(f"espeak_Initialize failed (data dir {data_dir})")
+        self.sample_rate = int(sr)
+        self._chunks: list[np.ndarray] = []
+
+        def _cb(wav, n, _events):
+            if n > 0 and wav:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            return 0
+
+        self._cb = _SYNTH_CALLBACK(_cb)  # keep a reference alive
+        lib.espeak_SetSynthCallback(self._cb)
+        self.version = lib.espeak_Info(None).decode()
+        self._voice: str | None = None
+        try:
+            self._libc = ctypes.CDLL(None)
+        except OSError:  # pragma: no cover
+            self._libc = None
+
+    # ------------------------------------------------------------------
+    def set_voice(self, name: str) -> None:
+        # Always (re)load: parameter changes made while a voice stays selected leave
+        # state behind that makes the next utterance depend on the previous one.
+        err = self.lib.espeak_SetVoiceByName(name.encode())
+        if err != 0:
+            raise RuntimeError(f"eSpeak could not select voice {name!r} (error {err})")
+        self._voice = name
+
+    def synth(
+        self,
+        text: str,
+        voice: str,
+        rate: int = 175,
+        pitch: int = 50,
+        pitch_range: int = 50,
+        volume: int = 100,
+        wordgap: int = 0,
+        rand_seed: int = 0,
+        ssml: bool = False,
+    ) -> np.ndarray:
+        """Synthesize ``text``; returns float32 samples in [-1, 1] at :attr:`sample_rate`.
+
+        With ``ssml=True`` the text is SSML markup (e.g. ``<emphasis>``).
+        """
+        with self._lock:
+            self.set_voice(voice)
+            for p, v in ((espeakRATE, rate), (espeakPITCH, pitch), (espeakRANGE, pitch_range),
+                         (espeakVOLUME, volume), (espeakWORDGAP, wordgap)):
+                self.lib.espeak_SetParameter(p, int(v), 0)
+            # eSpeak's internal noise generators must not depend on what was spoken before
+            self.lib.espeak_ng_SetRandSeed(int(rand_seed) & 0x7FFFFFFF)
+            if self._libc is not None:
+                self._libc.srand(ctypes.c_uint(int(rand_seed) & 0xFFFFFFFF))
+            self._chunks = []
+            buf = ctypes.create_string_buffer(text.encode("utf-8"))
+            flags = espeakCHARS_UTF8 | (espeakSSML if ssml else 0)
+            err = self.lib.espeak_Synth(buf, len(buf), 0, POS_CHARACTER, 0, flags, None, None)
+            if err != 0:
+                raise RuntimeError(f"espeak_Synth failed (error {err}) for text {text!r} voice {voice!r}")
+            self.lib.espeak_Synchronize()
+            chunks, self._chunks = self._chunks, []
+        if not chunks:
+            raise RuntimeError(f"eSpeak produced no audio for text {text!r} voice {voice!r}")
+        return (np.concatenate(chunks).astype(np.float32) / 32768.0)
+
+    def phonemes(self, text: str, voice: str = "en-us") -> list[str]:
+        """IPA phones of ``text`` (stress, syllable and word-boundary marks removed)."""
+        with self._lock:
+            self.set_voice(voice)
+            buf = ctypes.create_string_buffer(text.encode("utf-8"))
+            ptr = ctypes.c_void_p(ctypes.addressof(buf))
+            mode = espeakPHONEMES_IPA | (ord(" ") << 8)
+            parts = []
+            guard = 0
+            while ptr.value is not None and guard < 1000:
+                out = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), espeakCHARS_UTF8, mode)
+                if out:
+                    parts.append(out.decode("utf-8"))
+                guard += 1
+        return clean_phones(" ".join(parts))
+
+
+def clean_phones(s: str) -> list[str]:
+    """Split an eSpeak IPA string (space separated phones) into a compact phone list."""
+    s = unicodedata.normalize("NFC", s)
+    phones = []
+    for tok in s.split():
+        tok = "".join(ch for ch in tok if ch not in _STRIP_MARKS)
+        if tok:
+            phones.append(tok)
+    return phones
+
+
+_ENGINE: Espeak | None = None
+
+
+def get_engine(data_dir: str | os.PathLike | None = None) -> Espeak:
+    """The per-process engine, initialised on first call (``data_dir`` only matters then).
+
+    A forked child inherits the parent's initialised engine (a private copy of the
+    library state), which is fine for synchronous synthesis.
+    """
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = Espeak(data_dir)
+    elif data_dir is not None and Path(data_dir) != _ENGINE.data_dir:
+        # eSpeak looks voice variants up in the path given at initialisation and cannot
+        # be re-initialised with another one in the same process.
+        raise RuntimeError(
+            f"eSpeak already initialised with {_ENGINE.data_dir}; cannot switch to {data_dir}"
+        )
+    return _ENGINE
+
+
+def espeak_version() -> str:
+    """Version string of the eSpeak NG library (does not initialise it)."""
+    try:
+        lib = ctypes.CDLL(library_path())
+    except OSError as e:
+        raise RuntimeError(f"could not load the eSpeak NG library: {e}") from e
+    lib.espeak_Info.argtypes = [ctypes.c_void_p]
+    lib.espeak_Info.restype = ctypes.c_char_p
+    return lib.espeak_Info(None).decode()
