@@ -9,6 +9,7 @@ from downstream.base import register_task
 from downstream.ctc import CTCTask
 from speechssl import metrics
 from speechssl.errors import ManifestError
+from speechssl.nn.rnn import BiLSTM
 
 
 class BiLSTMCTC(nn.Module):
@@ -21,8 +22,7 @@ class BiLSTMCTC(nn.Module):
         super().__init__()
         self.downsample = downsample
         self.proj = nn.Linear(feature_dim * downsample, proj_dim)
-        self.lstm = nn.LSTM(proj_dim, hidden_size, num_layers=num_layers, batch_first=True,
-                            bidirectional=True, dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = BiLSTM(proj_dim, hidden_size, num_layers=num_layers, dropout=dropout)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(2 * hidden_size, vocab_size)
 
@@ -33,11 +33,7 @@ class BiLSTMCTC(nn.Module):
             x = x[:, : T2 * self.downsample].reshape(B, T2, D * self.downsample)
             lengths = torch.div(lengths, self.downsample, rounding_mode="floor").clamp(min=1)
         x = self.dropout(torch.relu(self.proj(x)))
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        y, _ = self.lstm(packed)
-        y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
-        return self.out(self.dropout(y)), lengths
+        return self.out(self.dropout(self.lstm(x, lengths))), lengths
 
 
 @register_task("asr")

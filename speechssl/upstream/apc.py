@@ -49,13 +49,10 @@ class APC(Upstream):
         self.postnet = nn.Linear(hidden_size, input_dim)
 
     def _layers(self, feats: Tensor, lengths: Tensor) -> list[Tensor]:
-        packed_lengths = lengths.cpu()
+        """Causal, so right padding never reaches a valid frame: no packing needed."""
         x, outs = feats, []
         for i, rnn in enumerate(self.rnns):
-            packed = nn.utils.rnn.pack_padded_sequence(x, packed_lengths, batch_first=True,
-                                                       enforce_sorted=False)
-            y, _ = rnn(packed)
-            y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+            y, _ = rnn(x)
             if i < len(self.rnns) - 1:
                 y = self.dropout(y)
             if self.residual and i > 0:
