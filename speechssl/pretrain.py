@@ -83,10 +83,10 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     pc = cfg.upstream.pretrain
     run = pretrain_dir(cfg, corpus)
     run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
     model = build_from_config(cfg.upstream).to(device)
     if not model.can_pretrain:
         raise ConfigError(f"upstream {cfg.upstream.name!r} has nothing to pre-train")
-    torch.manual_seed(cfg.seed)
     items, dev_items = corpus.items("pretrain", "train"), corpus.items("pretrain", "dev")
     dataset = AudioDataset(items)
     sampler = LengthBucketSampler([it["duration"] for it in items], pc.batch_seconds,
@@ -106,8 +106,10 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     while state["step"] < pc.steps:
         sampler.set_epoch(state["epoch"])
         batches = list(sampler)[state["pos"]:]
+        # its own generator: creating an iterator must not draw from the global RNG,
+        # or a resumed run would see other dropout masks than an uninterrupted one
         loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_audio,
-                            num_workers=cfg.num_workers)
+                            num_workers=cfg.num_workers, generator=torch.Generator())
         for batch in loader:
             lr = lr_at(state["step"], pc)
             for group in opt.param_groups:
@@ -119,12 +121,12 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
             opt.step()
             state["step"] += 1
             state["pos"] += 1
-            last_loss = float(out["loss"])
+            last_loss = out["loss"].item()
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}")
             if state["step"] % pc.log_every == 0:
                 for k, v in out.items():
-                    writer.add_scalar(f"pretrain/{k}", float(v), state["step"])
+                    writer.add_scalar(f"pretrain/{k}", float(v.detach()), state["step"])
                 writer.add_scalar("pretrain/lr", lr, state["step"])
                 writer.add_scalar("pretrain/grad_norm", float(grad_norm), state["step"])
             if state["step"] % pc.save_every == 0 or state["step"] >= pc.steps:
@@ -180,7 +182,7 @@ def load_upstream(cfg: DictConfig, corpus: Corpus,
         pretrain_corpus = meta.get("corpus", "")
     elif not model.can_pretrain:
         source = "none"
-        weights_hash = config_hash({"name": cfg.upstream.name, **opts}, n=12)
+        weights_hash = model.weights_hash() or config_hash({"name": cfg.upstream.name, **opts}, n=12)
     else:
         path = pretrain_dir(cfg, corpus) / "model.safetensors"
         if not path.is_file():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -17,12 +18,17 @@ from tqdm import tqdm
 from downstream.base import Task, build_task
 from speechssl import leaderboard
 from speechssl.cache import collate_features, extract_features
-from speechssl.checkpoint import load_training_state, load_weights, save_training_state, save_weights
+from speechssl.checkpoint import (
+    load_training_state,
+    load_weights,
+    save_training_state,
+    save_weights,
+)
 from speechssl.data.batching import LengthBucketSampler
 from speechssl.data.corpus import load_corpus
 from speechssl.featurizer import Featurizer
 from speechssl.pretrain import count_params, load_upstream
-from speechssl.runtime import code_version, resolve_device
+from speechssl.runtime import code_version, config_hash, resolve_device
 
 TASK_RESERVED = ("name", "optim", "featurizer")
 
@@ -63,7 +69,10 @@ def evaluate(model: ProbeModel, task: Task, feats: list, items: list[dict], devi
 
 
 def run_dir_for(cfg: DictConfig, tag: str, task: str, corpus: str) -> Path:
-    return Path(cfg.out_dir) / "runs" / tag / task / corpus / f"seed{cfg.seed}"
+    """One directory per (upstream weights, task, corpus, seed, probe config): a changed
+    probe or optimizer setting is a new cell, never a resume of another one."""
+    probe = config_hash(OmegaConf.to_container(cfg.downstream, resolve=True), n=8)
+    return Path(cfg.out_dir) / "runs" / tag / task / corpus / f"seed{cfg.seed}-{probe}"
 
 
 def train_cell(cfg: DictConfig) -> dict:
@@ -82,6 +91,8 @@ def train_cell(cfg: DictConfig) -> dict:
         print(f"[train] already done (force=true to redo): {run_dir}")
         print(leaderboard.format_row(row))
         return row
+    if cfg.force and run_dir.exists():
+        shutil.rmtree(run_dir)  # force=true: start over, do not resume
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -121,8 +132,9 @@ def train_cell(cfg: DictConfig) -> dict:
             state["step"] += 1
             state["pos"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
-            writer.add_scalar("train/loss", float(loss), state["step"])
+            loss_value = loss.item()
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            writer.add_scalar("train/loss", loss_value, state["step"])
             if state["step"] % oc.eval_every == 0 or state["step"] >= oc.max_steps:
                 dev = evaluate(model, task, feats["dev"], splits["dev"], device, oc.batch_frames)
                 for k, v in dev.items():
@@ -145,7 +157,7 @@ def train_cell(cfg: DictConfig) -> dict:
     load_weights(run_dir / "best.safetensors", model)
     test = evaluate(model, task, feats["test"], splits["test"], device, oc.batch_frames)
     row = {
-        "run_id": f"{info.tag(cfg.upstream.name)}/{task.name}/{corpus.name}/seed{cfg.seed}",
+        "run_id": str(run_dir.relative_to(Path(cfg.out_dir) / "runs")),
         "upstream": cfg.upstream.name, "weights_hash": info.weights_hash,
         "pretrain_corpus": info.pretrain_corpus, "task": task.name, "corpus": corpus.name,
         "metric": task.metric, "higher_is_better": int(task.higher_is_better),

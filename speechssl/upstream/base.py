@@ -43,6 +43,11 @@ class Upstream(nn.Module):
         """Self-supervised loss: {"loss": scalar, **scalars to log}."""
         raise NotImplementedError(f"upstream {type(self).__name__} has no pre-training loss")
 
+    def weights_hash(self) -> str | None:
+        """A hash of weights the upstream loaded itself (say, from a local checkpoint
+        directory named in its options); None when its weights come from us."""
+        return None
+
     @property
     def can_pretrain(self) -> bool:
         return type(self).pretrain_loss is not Upstream.pretrain_loss

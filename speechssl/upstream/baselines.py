@@ -15,7 +15,7 @@ class _FeatureBaseline(Upstream):
     downsample_rate = HOP_SAMPLES
 
     def __init__(self, num_mel_bins: int = 80, num_ceps: int = 13, deltas: bool = False,
-                 normalize: bool = True):
+                 normalize: bool = False):
         super().__init__()
         self.frontend = KaldiFrontend(self.kind, num_mel_bins=num_mel_bins, num_ceps=num_ceps,
                                       deltas=deltas, normalize=normalize)

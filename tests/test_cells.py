@@ -1,0 +1,113 @@
+"""End to end on the tiny synthesized corpus: upstream -> features -> probe -> metric ->
+leaderboard row, for fbank x {ks, pr, asr} and apc x ks, through run.py too."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speechssl import leaderboard
+from speechssl.errors import AudioError
+from speechssl.train import train_cell
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET = ["downstream.optim.max_steps=120", "downstream.optim.eval_every=40"]
+
+
+@pytest.mark.parametrize("task,metric,bound", [
+    ("ks", "accuracy", lambda v: v > 100 / 12 + 5),  # clearly above chance (12 classes)
+    ("pr", "per", lambda v: v < 95.0),  # emits phones, not only blanks
+    ("asr", "wer", lambda v: 0.0 <= v <= 200.0),
+])
+def test_fbank_cell(make_cfg, task, metric, bound):
+    steps = ["downstream.optim.max_steps=120", "downstream.optim.eval_every=40"]
+    cfg = make_cfg("upstream=fbank", f"downstream={task}", *steps)
+    row = train_cell(cfg)
+    assert row["metric"] == metric
+    assert bound(row["test_value"]), row["test_value"]
+    stored = leaderboard.rows(cfg.leaderboard)
+    assert [(r["upstream"], r["task"]) for r in stored] == [("fbank", task)]
+    assert stored[0]["test_value"] == pytest.approx(row["test_value"])
+    assert json.loads(stored[0]["layer_weights"]) == [1.0]
+    run_dir = Path(row["run_dir"])
+    assert (run_dir / "best.safetensors").is_file() and (run_dir / "result.json").is_file()
+
+
+def test_apc_cell_pretrains_first_then_reuses(make_cfg, capsys):
+    cfg = make_cfg("upstream=apc", "downstream=ks", "upstream.hidden_size=64",
+                   "upstream.pretrain.steps=20", "upstream.pretrain.batch_seconds=30", *BUDGET)
+    row = train_cell(cfg)
+    out = capsys.readouterr().out
+    assert "no pre-trained apc" in out and "pre-training it now" in out
+    assert row["upstream"] == "apc" and 0.0 <= row["test_value"] <= 100.0
+    weights = json.loads(row["layer_weights"])
+    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0)
+    # a second cell on the same corpus reuses the checkpoint, and a finished cell is skipped
+    again = train_cell(cfg)
+    out = capsys.readouterr().out
+    assert "using pre-trained apc" in out and "already done" in out
+    assert again["weights_hash"] == row["weights_hash"]
+
+
+def test_run_py_end_to_end(data_dir, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "run.py", "upstream=fbank", "downstream=ks", "corpus.size=tiny",
+         f"data_dir={data_dir}", f"out_dir={tmp_path}", "progress=false", *BUDGET],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test accuracy" in out.stdout and "| upstream | ks (accuracy) |" in out.stdout
+    assert len(leaderboard.rows(tmp_path / "leaderboard.sqlite")) == 1
+
+
+def test_corrupt_audio_is_named(make_cfg, data_dir, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    corpus = copy / "synth" / "synth-tiny-seed0"
+    manifest = corpus / "manifests" / "ks" / "dev.jsonl"
+    line3 = json.loads(manifest.read_text().splitlines()[2])
+    bad = corpus / line3["path"]
+    bad.write_bytes(b"RIFF\x00\x00garbage" * 10)
+    cfg = make_cfg("upstream=fbank", "downstream=ks", f"data_dir={copy}", *BUDGET)
+    with pytest.raises(AudioError) as err:
+        train_cell(cfg)
+    assert str(bad) in str(err.value) and f"{manifest}:3" in str(err.value)
+
+
+def test_interrupted_cell_resumes_to_the_same_result(make_cfg, tmp_path, monkeypatch, capsys):
+    import speechssl.train as train_mod
+
+    args = ["upstream=fbank", "downstream=ks", "downstream.optim.max_steps=60",
+            "downstream.optim.eval_every=20", "downstream.optim.patience=10"]
+    reference = train_cell(make_cfg(*args, f"out_dir={tmp_path / 'a'}"))
+
+    real_evaluate, calls = train_mod.evaluate, []
+
+    def dies_on_second_evaluation(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # at step 40, before its checkpoint: the last one is step 20
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(train_mod, "evaluate", dies_on_second_evaluation)
+    cfg = make_cfg(*args, f"out_dir={tmp_path / 'b'}")
+    with pytest.raises(KeyboardInterrupt):
+        train_cell(cfg)
+    assert leaderboard.rows(cfg.leaderboard) == []  # an interrupted run records nothing
+    monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
+    resumed = train_cell(cfg)
+    assert "resuming" in capsys.readouterr().out
+    assert resumed["test_value"] == reference["test_value"]
+    assert resumed["metrics_json"] == reference["metrics_json"]
+
+
+def test_evaluate_mode_rescores_the_kept_probe(make_cfg):
+    from speechssl.train import evaluate_cell
+
+    cfg = make_cfg("upstream=fbank", "downstream=ks", *BUDGET)
+    row = train_cell(cfg)
+    assert evaluate_cell(cfg)["accuracy"] == pytest.approx(row["test_value"])
