@@ -14,22 +14,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from speechssl.atomic import atomic_write
 from speechssl.errors import SpeechSSLError
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_weights(path: str | Path, module: nn.Module, metadata: dict[str, str] | None = None) -> None:
     """The module's state dict as safetensors (contiguous CPU copies; shared tensors cloned)."""
     state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    _atomic(Path(path), lambda p: save_file(state, str(p), metadata=metadata or {}))
+    atomic_write(path, lambda p: save_file(state, str(p), metadata=metadata or {}))
 
 
 def load_weights(path: str | Path, module: nn.Module) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable, Sequence
 
 __all__ = [
@@ -27,11 +28,11 @@ def _strip_affix(ref: Sequence, hyp: Sequence) -> tuple[list, list, int]:
     return list(ref[start : n - end]), list(hyp[start : m - end]), start + end
 
 
-def _dp_matrix(ref: list, hyp: list) -> list[list[int]]:
-    """Full Levenshtein matrix ``d[i][j]`` = distance(ref[:i], hyp[:j]); size (len(ref)+1, len(hyp)+1)."""
+def _dp_rows(ref: list, hyp: list):
+    """Rows of the Levenshtein matrix, ``row_i[j]`` = distance(ref[:i], hyp[:j]), i = 0..len(ref)."""
     m = len(hyp)
     prev = list(range(m + 1))
-    rows = [prev]
+    yield prev
     for i, r in enumerate(ref, start=1):
         cur = [i] * (m + 1)
         left = i
@@ -44,9 +45,13 @@ def _dp_matrix(ref: list, hyp: list) -> list[list[int]]:
             if diag < left:
                 left = diag
             cur[j] = left
-        rows.append(cur)
+        yield cur
         prev = cur
-    return rows
+
+
+def _dp_matrix(ref: list, hyp: list) -> list[list[int]]:
+    """Full Levenshtein matrix, size (len(ref)+1, len(hyp)+1)."""
+    return list(_dp_rows(ref, hyp))
 
 
 def edit_ops(ref: Sequence[Hashable], hyp: Sequence[Hashable]) -> tuple[int, int, int, int]:
@@ -93,21 +98,8 @@ def edit_distance(ref: Sequence[Hashable], hyp: Sequence[Hashable]) -> int:
         r, h = h, r
     if not h:
         return len(r)
-    prev = list(range(len(h) + 1))
-    for i, a in enumerate(r, start=1):
-        cur = [i] * (len(h) + 1)
-        left = i
-        for j, b in enumerate(h, start=1):
-            diag = prev[j - 1] if a == b else prev[j - 1] + 1
-            up = prev[j] + 1
-            left = left + 1
-            if up < left:
-                left = up
-            if diag < left:
-                left = diag
-            cur[j] = left
-        prev = cur
-    return prev[-1]
+    last_row = deque(_dp_rows(r, h), maxlen=1)[0]  # O(min(N, M)) memory
+    return last_row[-1]
 
 
 def _check_pairs(refs: Sequence, hyps: Sequence) -> None:

@@ -4,9 +4,9 @@ one evaluation on test, one row in the leaderboard. Readable top to bottom."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from downstream.base import Task, build_task
 from speechssl import leaderboard
+from speechssl.atomic import atomic_write_text
 from speechssl.cache import collate_features, extract_features
 from speechssl.checkpoint import (
     load_training_state,
@@ -25,10 +26,12 @@ from speechssl.checkpoint import (
     save_weights,
 )
 from speechssl.data.batching import LengthBucketSampler
-from speechssl.data.corpus import load_corpus
+from speechssl.data.corpus import Corpus, load_corpus
+from speechssl.errors import SpeechSSLError
 from speechssl.featurizer import Featurizer
-from speechssl.pretrain import count_params, load_upstream
+from speechssl.pretrain import UpstreamInfo, count_params, load_upstream
 from speechssl.runtime import code_version, config_hash, resolve_device
+from speechssl.upstream.base import Upstream
 
 TASK_RESERVED = ("name", "optim", "featurizer")
 
@@ -75,9 +78,22 @@ def run_dir_for(cfg: DictConfig, tag: str, task: str, corpus: str) -> Path:
     return Path(cfg.out_dir) / "runs" / tag / task / corpus / f"seed{cfg.seed}-{probe}"
 
 
-def train_cell(cfg: DictConfig) -> dict:
-    """Train and evaluate one (upstream, task) cell; returns the leaderboard row."""
-    t0 = time.time()
+@dataclass
+class Cell:
+    """Everything one (upstream, task, corpus, seed, probe config) cell works on."""
+
+    device: torch.device
+    task: Task
+    corpus: Corpus
+    splits: dict[str, list[dict]]
+    upstream: Upstream
+    info: UpstreamInfo
+    run_dir: Path
+
+
+def prepare_cell(cfg: DictConfig) -> Cell:
+    """Task and its splits, the corpus (synthesized if needed), the frozen upstream
+    (pre-trained if needed), and the cell's run directory."""
     device = resolve_device(cfg.device)
     task = task_from_config(cfg.downstream)
     corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
@@ -85,6 +101,15 @@ def train_cell(cfg: DictConfig) -> dict:
     task.setup(splits["train"])
     upstream, info = load_upstream(cfg, corpus, device)
     run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
+    return Cell(device, task, corpus, splits, upstream, info, run_dir)
+
+
+def train_cell(cfg: DictConfig) -> dict:
+    """Train and evaluate one (upstream, task) cell; returns the leaderboard row."""
+    t0 = time.time()
+    cell = prepare_cell(cfg)
+    device, task, corpus, splits, info, run_dir = (cell.device, cell.task, cell.corpus,
+                                                   cell.splits, cell.info, cell.run_dir)
     result_file = run_dir / "result.json"
     if result_file.is_file() and not cfg.force:
         row = json.loads(result_file.read_text())
@@ -97,12 +122,12 @@ def train_cell(cfg: DictConfig) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     oc = cfg.downstream.optim
-    feats = {s: extract_features(upstream, items, device, batch_seconds=oc.extract_batch_seconds,
+    feats = {s: extract_features(cell.upstream, items, device, batch_seconds=oc.extract_batch_seconds,
                                  num_workers=cfg.num_workers, progress=cfg.progress,
                                  desc=f"{cfg.upstream.name} features ({s})")
              for s, items in splits.items()}
     num_layers, _, dim = feats["train"][0].shape
-    del upstream
+    cell.upstream = None  # features are extracted: free the upstream
 
     torch.manual_seed(cfg.seed)
     model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
@@ -172,33 +197,24 @@ def train_cell(cfg: DictConfig) -> dict:
         "code_version": code_version(), "run_dir": str(run_dir),
     }
     leaderboard.record(cfg.leaderboard, row)
-    tmp = result_file.with_name(f".result.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(row, indent=1))
-    os.replace(tmp, result_file)
+    atomic_write_text(result_file, json.dumps(row, indent=1))
     print(leaderboard.format_row(row))
     return row
 
 
 def evaluate_cell(cfg: DictConfig) -> dict[str, float]:
     """Re-score the best probe of a trained cell on its test split (records nothing)."""
-    device = resolve_device(cfg.device)
-    task = task_from_config(cfg.downstream)
-    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
-    splits = task.splits(corpus)
-    task.setup(splits["train"])
-    upstream, info = load_upstream(cfg, corpus, device)
-    run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
+    cell = prepare_cell(cfg)
+    device, task, splits, run_dir = cell.device, cell.task, cell.splits, cell.run_dir
     if not (run_dir / "best.safetensors").is_file():
-        from speechssl.errors import SpeechSSLError
-
         raise SpeechSSLError(f"no trained probe at {run_dir}: run mode=train first")
     oc = cfg.downstream.optim
-    feats = extract_features(upstream, splits["test"], device, oc.extract_batch_seconds,
+    feats = extract_features(cell.upstream, splits["test"], device, oc.extract_batch_seconds,
                              num_workers=cfg.num_workers, progress=cfg.progress, desc="test")
     model = ProbeModel(Featurizer(feats[0].shape[0], **cfg.downstream.featurizer),
                        task.build_probe(feats[0].shape[2])).to(device)
     load_weights(run_dir / "best.safetensors", model)
     test = evaluate(model, task, feats, splits["test"], device, oc.batch_frames)
-    print(f"[evaluate] {cfg.upstream.name} x {task.name} on {corpus.name} test: "
+    print(f"[evaluate] {cfg.upstream.name} x {task.name} on {cell.corpus.name} test: "
           + ", ".join(f"{k}={v:.2f}" for k, v in test.items()))
     return test

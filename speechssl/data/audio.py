@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from speechssl.atomic import atomic_write
 from speechssl.errors import AudioError
 
 __all__ = ["MIN_SAMPLE_RATE", "load_audio", "save_audio"]
@@ -74,15 +73,5 @@ def save_audio(
     if data.ndim not in (1, 2):
         raise AudioError(f"{os.fspath(path)}: expected a (T,) or (T, C) waveform, got {data.shape}")
     data = np.clip(data, -1.0, 1.0)
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: sf.write(tmp, data, int(sample_rate), subtype="PCM_16",
+                                            format="WAV"))

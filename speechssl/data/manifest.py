@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from speechssl.atomic import atomic_write_text
 from speechssl.errors import ManifestError
 
 __all__ = ["read_manifest", "write_manifest"]
@@ -127,14 +127,4 @@ def write_manifest(path: str | os.PathLike, items: Iterable[dict]) -> None:
     for item in items:
         public = {k: v for k, v in item.items() if not k.startswith("_")}
         lines.append(json.dumps(public, sort_keys=True, ensure_ascii=False) + "\n")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(dest, "".join(lines))
