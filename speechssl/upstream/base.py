@@ -75,17 +75,33 @@ def register_upstream(name: str):
 
 
 def registered_upstreams() -> list[str]:
+    """Built-in upstream names and those installed packages declare in the
+    ``speechssl.upstreams`` entry-point group (``module:Class`` names are not listed)."""
+    from speechssl.upstream.plugin import entry_point_names
+
     _import_builtins()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(entry_point_names()))
 
 
 def upstream_class(name: str) -> type[Upstream]:
+    """The class behind an upstream name: a built-in (or ``@register_upstream``-ed) name,
+    ``module.path:ClassName``, or an entry point of the ``speechssl.upstreams`` group."""
+    from speechssl.upstream import plugin
+
     _import_builtins()
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"unknown upstream {name!r}; registered upstreams: {', '.join(sorted(_REGISTRY))}"
-        )
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        return plugin.import_class(name)
+    cls = plugin.entry_point_class(name)
+    if cls is not None:
+        return cls
+    installed = plugin.entry_point_names()
+    raise ConfigError(
+        f"unknown upstream {name!r}; registered upstreams: {', '.join(sorted(_REGISTRY))}"
+        + (f"; installed plug-ins: {', '.join(installed)}" if installed else "")
+        + "; or name your own class as module.path:ClassName (docs/plug-in.md)"
+    )
 
 
 def build_upstream(name: str, **kwargs) -> Upstream:
