@@ -1,6 +1,6 @@
 """Upstream models. Importing this package registers every built-in upstream."""
 
-from speechssl.upstream import apc, baselines  # noqa: F401
+from speechssl.upstream import apc, baselines, hf, torchaudio_models  # noqa: F401
 from speechssl.upstream.base import (
     Upstream,
     UpstreamOutput,
