@@ -1,0 +1,78 @@
+"""Export an upstream as safetensors plus a yaml config (safetensors format, HuggingFace
+2022), so that ``upstream=NAME upstream.ckpt=<file>`` reloads exactly the same weights."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from speechssl.checkpoint import load_weights, save_weights
+from speechssl.errors import SpeechSSLError
+from speechssl.upstream.base import Upstream, build_upstream
+
+
+def export_path(cfg: DictConfig, weights_hash: str) -> Path:
+    """``export_path`` if set (``+export_path=...``), else
+    ``<out_dir>/export/<upstream>-<weights hash>.safetensors``."""
+    given = cfg.get("export_path")
+    if given:
+        path = Path(str(given))
+        return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+    safe = re.sub(r"[^\w.-]+", "_", str(cfg.upstream.name))
+    return Path(cfg.out_dir) / "export" / f"{safe}-{weights_hash[:8]}.safetensors"
+
+
+def save_upstream(path: str | Path, model: Upstream, name: str, options: dict,
+                  extra: dict[str, str] | None = None, upstream_cfg: dict | None = None) -> Path:
+    """Weights to ``path`` (metadata: upstream name, options as JSON, ``extra``), and the
+    upstream config that reloads them to ``path`` with ``.yaml`` (``ckpt`` pointing back)."""
+    path = Path(path)
+    meta = {"upstream": name, "options": json.dumps(options, sort_keys=True), **(extra or {})}
+    save_weights(path, model, meta)
+    config = {"name": name, **(upstream_cfg or options), "ckpt": str(path.resolve())}
+    path.with_suffix(".yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    return path
+
+
+def load_exported(path: str | Path) -> Upstream:
+    """An exported upstream, rebuilt from the file's own metadata (no config needed)."""
+    path = Path(path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types
+        raise SpeechSSLError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    if "upstream" not in meta or "options" not in meta:
+        raise SpeechSSLError(f"{path}: no 'upstream'/'options' metadata; not an exported upstream")
+    model = build_upstream(meta["upstream"], **json.loads(meta["options"]))
+    load_weights(path, model)
+    return model.eval()
+
+
+def export_upstream(cfg: DictConfig) -> Path:
+    """``mode=export``: the weights a downstream cell would use for ``cfg.upstream``
+    (its checkpoint, pre-training run, or a new pre-training run) written as above."""
+    from speechssl.data.corpus import load_corpus
+    from speechssl.pretrain import load_upstream, upstream_options
+
+    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
+    model, info = load_upstream(cfg, corpus, torch.device("cpu"))
+    path = export_path(cfg, info.weights_hash)
+    extra = {"source": info.source, "weights_hash": info.weights_hash}
+    if info.pretrain_corpus:
+        extra["corpus"] = info.pretrain_corpus
+    up_cfg = OmegaConf.to_container(cfg.upstream, resolve=True)
+    up_cfg.pop("name", None)
+    save_upstream(path, model, str(cfg.upstream.name), upstream_options(cfg.upstream),
+                  extra=extra, upstream_cfg=up_cfg)
+    source = info.source if info.source != "none" else "weights from its options"
+    print(f"[export] {cfg.upstream.name} ({source}, weights hash {info.weights_hash}) -> {path}")
+    print(f"[export] reload: upstream={cfg.upstream.name} upstream.ckpt={path} (with the same "
+          f"upstream options: {path.with_suffix('.yaml')})")
+    return path
