@@ -12,6 +12,14 @@ from speechssl.errors import SpeechSSLError
 
 @hydra.main(config_path="recipes", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except SpeechSSLError as e:  # bad input or config: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(cfg: DictConfig) -> None:
     from speechssl import leaderboard
     from speechssl.config import check_values
     from speechssl.runtime import resolve_device, seed_everything, set_threads
@@ -31,6 +39,10 @@ def main(cfg: DictConfig) -> None:
 
         corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
         pretrain(cfg, corpus, resolve_device(cfg.device))
+    elif cfg.mode == "export":
+        from speechssl.export import export_upstream
+
+        print(export_upstream(cfg))
     elif cfg.mode == "evaluate":
         from speechssl.train import evaluate_cell
 
@@ -44,9 +56,14 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
-    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     try:
+        # upstream=my.pkg:Model (or an entry-point name) has no yaml recipe: route it
+        # through recipes/upstream/plugin.yaml before Hydra sees the command line
+        from speechssl.config import RECIPES
+        from speechssl.upstream.plugin import rewrite_overrides
+
+        sys.argv[1:] = rewrite_overrides(sys.argv[1:], RECIPES)
+        overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
         if not any(a in ("-h", "--help", "--cfg", "-c", "--info") for a in sys.argv[1:]):
             from speechssl.config import check_overrides
 
@@ -55,7 +72,6 @@ def cli() -> None:
     except SpeechSSLError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    del multirun
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from speechssl.errors import ConfigError
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-MODES = ("train", "evaluate", "pretrain", "synth")
+MODES = ("train", "evaluate", "pretrain", "synth", "export")
 
 
 def _first_of_sweeps(overrides: list[str]) -> list[str]:
@@ -67,6 +67,9 @@ def check_values(cfg: DictConfig) -> None:
     """Values that no schema catches: mode, task/upstream options, device."""
     if cfg.mode not in MODES:
         raise ConfigError(f"mode={cfg.mode!r}; valid modes: {', '.join(MODES)}")
+    if OmegaConf.is_missing(cfg.upstream, "name"):
+        raise ConfigError("upstream.name is not set: name your class as "
+                          "upstream=module.path:ClassName (docs/plug-in.md)")
     from speechssl.pretrain import build_from_config
     from speechssl.runtime import resolve_device
     from speechssl.train import task_from_config

@@ -76,6 +76,14 @@ def test_corrupt_audio_is_named(make_cfg, data_dir, tmp_path):
     with pytest.raises(AudioError) as err:
         train_cell(cfg)
     assert str(bad) in str(err.value) and f"{manifest}:3" in str(err.value)
+    # through the command line: one clear line, exit code 2, no traceback
+    out = subprocess.run(
+        [sys.executable, "run.py", "upstream=fbank", "downstream=ks", "corpus.size=tiny",
+         f"data_dir={copy}", f"out_dir={tmp_path / 'cli'}", "progress=false", *BUDGET],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and str(bad) in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_interrupted_cell_resumes_to_the_same_result(make_cfg, tmp_path, monkeypatch, capsys):
