@@ -123,7 +123,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
             state["pos"] += 1
             last_loss = out["loss"].item()
             bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}")
+            bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
             if state["step"] % pc.log_every == 0:
                 for k, v in out.items():
                     writer.add_scalar(f"pretrain/{k}", float(v.detach()), state["step"])

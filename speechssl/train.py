@@ -158,7 +158,7 @@ def train_cell(cfg: DictConfig) -> dict:
             state["pos"] += 1
             bar.update(1)
             loss_value = loss.item()
-            bar.set_postfix(loss=f"{loss_value:.3f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
             writer.add_scalar("train/loss", loss_value, state["step"])
             if state["step"] % oc.eval_every == 0 or state["step"] >= oc.max_steps:
                 dev = evaluate(model, task, feats["dev"], splits["dev"], device, oc.batch_frames)

@@ -31,6 +31,12 @@ TINY_W2V = dict(extractor_mode="group_norm", extractor_conv_layer_config=[(32, 1
                 encoder_layer_drop=0.0)
 CONTRACT_OPTIONS = {
     "apc": {"hidden_size": 32, "num_layers": 2},
+    "mockingjay": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "ff_size": 64,
+                   "downsample": 3},
+    "tera": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "ff_size": 64},
+    "npc": {"hidden_size": 32, "num_layers": 2, "kernel_size": 5, "mask_size": 3},
+    "vq_apc": {"hidden_size": 32, "num_layers": 2, "codebook_size": 16, "vq_layer": 0},
+    "vqvae": {"hidden_size": 32, "strides": [2, 1], "codebook_size": 16},
     "torchaudio": {"arch": "wav2vec2_model", "arch_options": TINY_W2V},
 }
 FRAME_SLACK = 3  # frames; or 2% of the expected count, whichever is larger

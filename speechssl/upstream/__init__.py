@@ -1,6 +1,15 @@
 """Upstream models. Importing this package registers every built-in upstream."""
 
-from speechssl.upstream import apc, baselines, hf, torchaudio_models  # noqa: F401
+from speechssl.upstream import (  # noqa: F401
+    apc,
+    baselines,
+    hf,
+    mockingjay,
+    npc,
+    torchaudio_models,
+    vq_apc,
+    vqvae,
+)
 from speechssl.upstream.base import (
     Upstream,
     UpstreamOutput,
