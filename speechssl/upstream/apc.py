@@ -57,9 +57,14 @@ class APC(Upstream):
                 y = self.dropout(y)
             if self.residual and i > 0:
                 y = y + x
+            y = self._after_layer(i, y, lengths)
             outs.append(y)
             x = y
         return outs
+
+    def _after_layer(self, i: int, y: Tensor, lengths: Tensor) -> Tensor:
+        """Hook on layer ``i``'s (B, T, H) output before the next layer (VQ-APC quantizes)."""
+        return y
 
     def forward(self, wavs: Tensor, lengths: Tensor) -> UpstreamOutput:
         feats, feat_lengths = self.frontend(wavs, lengths)

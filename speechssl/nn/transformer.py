@@ -1,0 +1,108 @@
+"""A plain transformer encoder: Vaswani et al., 2017, "Attention Is All You Need"
+(post-LN, as in BERT and Mockingjay/TERA; pre-LN as in Xiong et al., 2020, optional).
+
+Right-padded batches with a key padding mask, so valid frames never attend to padding;
+every layer's output is returned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+POSITIONS = ("sinusoidal", "learned", "none")
+
+
+def sinusoidal_positions(T: int, dim: int, device=None) -> Tensor:
+    """(T, dim) sin/cos position table of Vaswani et al."""
+    pos = torch.arange(T, device=device, dtype=torch.float32).unsqueeze(1)
+    inv = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32)
+                    * (-math.log(10000.0) / dim))
+    table = torch.zeros(T, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * inv)
+    table[:, 1::2] = torch.cos(pos * inv)[:, : dim // 2]
+    return table
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; (B, T, D) and key padding (B, T) True=pad -> (B, T, D)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, key_padding: Tensor | None) -> Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        allow = None if key_padding is None else (~key_padding)[:, None, None, :]  # (B,1,1,T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allow,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class TransformerLayer(nn.Module):
+    """Attention + feed-forward, each with residual, dropout and layer norm (pre or post)."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float = 0.1,
+                 attention_dropout: float = 0.1, norm_first: bool = False,
+                 activation: str = "gelu"):
+        super().__init__()
+        self.attn = SelfAttention(dim, heads, attention_dropout)
+        self.ff = nn.Sequential(nn.Linear(dim, ff_dim), nn.GELU() if activation == "gelu"
+                                else nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def forward(self, x: Tensor, key_padding: Tensor | None) -> Tensor:
+        if self.norm_first:
+            x = x + self.drop(self.attn(self.norm1(x), key_padding))
+            return x + self.drop(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, key_padding)))
+        return self.norm2(x + self.drop(self.ff(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """(B, T, D) inputs (already embedded) -> one (B, T, D) output per layer.
+
+    position: "sinusoidal", "learned" (``max_len`` positions) or "none" (the caller adds
+    its own, e.g. a convolutional one). Pre-LN adds a final layer norm to the last output.
+    """
+
+    def __init__(self, dim: int, num_layers: int, heads: int, ff_dim: int, dropout: float = 0.1,
+                 attention_dropout: float = 0.1, norm_first: bool = False,
+                 position: str = "sinusoidal", max_len: int = 4096, activation: str = "gelu"):
+        super().__init__()
+        if position not in POSITIONS:
+            raise ValueError(f"unknown position {position!r}; valid: {', '.join(POSITIONS)}")
+        self.position, self.norm_first = position, norm_first
+        self.pos_embed = nn.Embedding(max_len, dim) if position == "learned" else None
+        self.layers = nn.ModuleList(
+            TransformerLayer(dim, heads, ff_dim, dropout, attention_dropout, norm_first, activation)
+            for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(dim) if norm_first else None
+
+    def add_positions(self, x: Tensor) -> Tensor:
+        T = x.shape[1]
+        if self.position == "sinusoidal":
+            return x + sinusoidal_positions(T, x.shape[-1], x.device).to(x.dtype)
+        if self.position == "learned":
+            return x + self.pos_embed(torch.arange(T, device=x.device))
+        return x
+
+    def forward(self, x: Tensor, key_padding: Tensor | None = None) -> list[Tensor]:
+        """x: (B, T, D); key_padding: (B, T) bool, True at padding. Returns num_layers outputs."""
+        outs = []
+        for layer in self.layers:
+            x = layer(x, key_padding)
+            outs.append(x)
+        if self.final_norm is not None:
+            outs[-1] = self.final_norm(outs[-1])
+        return outs
