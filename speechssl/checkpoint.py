@@ -44,11 +44,14 @@ def load_weights(path: str | Path, module: nn.Module) -> dict[str, str]:
     return metadata
 
 
-def file_hash(path: str | Path, n: int = 12) -> str:
+def state_hash(module: nn.Module, n: int = 12) -> str:
+    """A hash of the weights themselves (names, dtypes, shapes, bytes): equal weights give
+    equal hashes whatever file they came from (safetensors' metadata order varies)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:n]
 
 

@@ -16,11 +16,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from speechssl.checkpoint import (
-    file_hash,
     load_training_state,
     load_weights,
     save_training_state,
     save_weights,
+    state_hash,
 )
 from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
 from speechssl.data.corpus import Corpus
@@ -178,7 +178,7 @@ def load_upstream(cfg: DictConfig, corpus: Corpus,
         if meta.get("upstream") not in (None, cfg.upstream.name):
             raise SpeechSSLError(f"{path}: checkpoint of upstream {meta['upstream']!r}, "
                                  f"not {cfg.upstream.name!r}")
-        source, weights_hash = str(path), file_hash(path)
+        source, weights_hash = str(path), state_hash(model)
         pretrain_corpus = meta.get("corpus", "")
     elif not model.can_pretrain:
         source = "none"
@@ -193,7 +193,7 @@ def load_upstream(cfg: DictConfig, corpus: Corpus,
         else:
             print(f"[upstream] using pre-trained {cfg.upstream.name}: {path}")
         meta = load_weights(path, model)
-        source, weights_hash = str(path), file_hash(path)
+        source, weights_hash = str(path), state_hash(model)
         pretrain_corpus = meta.get("corpus", corpus.name)
     model.to(device).eval()
     for p in model.parameters():
