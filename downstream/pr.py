@@ -29,6 +29,11 @@ class PhonemeRecognition(CTCTask):
     def __init__(self):
         pass
 
+    def splits(self, corpus) -> dict[str, list[dict]]:
+        # a corpus without phonemes (LibriSpeech with no lexicon) says what to set
+        return {s: corpus.items(self.subset, s, fields=("phonemes",))
+                for s in ("train", "dev", "test")}
+
     def tokens(self, item: dict) -> list[str]:
         if "phonemes" not in item:
             raise ManifestError(f"{item.get('_manifest')}:{item.get('_line')}: no 'phonemes' field")

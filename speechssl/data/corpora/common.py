@@ -1,0 +1,159 @@
+"""Shared pieces of the real-corpus readers: the manifest cache keyed by corpus root and
+options, audio durations from file headers, and line/file checks whose errors name the
+offending file (SUPERB, Yang et al. 2021: every task reads a published corpus layout)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import soundfile as sf
+
+from speechssl.atomic import atomic_write_text
+from speechssl.data.manifest import write_manifest
+from speechssl.errors import AudioError, ConfigError, ManifestError
+
+FORMAT_VERSION = 1
+
+# manifests[subset][split] -> items; every item has id, path (absolute), duration.
+Manifests = dict[str, dict[str, list[dict]]]
+
+
+def cache_dir(data_dir: str | os.PathLike, name: str, root: Path, options: dict) -> Path:
+    """``<data_dir>/corpora/<name>-<12 hex>``: one cache per (corpus, root, options)."""
+    key = json.dumps({"name": name, "root": str(root), "options": options,
+                      "format": FORMAT_VERSION}, sort_keys=True, default=str)
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
+    return Path(data_dir) / "corpora" / f"{name}-{digest}"
+
+
+def check_dir(path: Path, what: str) -> Path:
+    """``path`` if it is a directory, else ManifestError naming it and ``what`` it holds."""
+    if not path.is_dir():
+        raise ManifestError(f"{path}: {what} directory not found")
+    return path
+
+
+def check_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file, else ManifestError naming it and ``what`` it is."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: {what} not found")
+    return path
+
+
+def read_lines(path: Path, what: str) -> Iterator[tuple[str, int, str]]:
+    """Yield ``(where, lineno, stripped line)`` for non-blank lines; ``where`` is
+    ``<path>:<lineno>`` for error messages. Missing or undecodable files raise
+    ManifestError naming the file."""
+    check_file(path, what)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read {what} ({exc})") from exc
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line:
+            yield f"{path}:{lineno}", lineno, line
+
+
+def read_csv(path: Path, columns: Iterable[str], what: str) -> Iterator[tuple[str, dict]]:
+    """Yield ``(where, row)`` for each data row of a CSV with a header naming ``columns``."""
+    check_file(path, what)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(f"{path}: cannot read {what} ({exc})") from exc
+    if not rows:
+        raise ManifestError(f"{path}: {what} is empty")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ManifestError(f"{path}:1: {what} header lacks column(s) {', '.join(missing)} "
+                            f"(header: {','.join(header)})")
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise ManifestError(f"{path}:{lineno}: expected {len(header)} fields, got {len(row)}")
+        yield f"{path}:{lineno}", dict(zip(header, (c.strip() for c in row), strict=True))
+
+
+def audio_duration(path: str) -> float:
+    """Seconds of audio from the file header (no decoding); AudioError names the file."""
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: audio file not found")
+    try:
+        info = sf.info(path)
+    except (RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise AudioError(f"{path}: cannot read audio header ({exc})") from exc
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: audio file has zero samples")
+    return round(info.frames / info.samplerate, 4)
+
+
+def add_durations(items: list[dict], workers: int = 8) -> list[dict]:
+    """Set ``item["duration"]`` from each item's audio header (threads: I/O bound)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for item, dur in zip(items, pool.map(audio_duration, [it["path"] for it in items]),
+                             strict=True):
+            item["duration"] = dur
+    return items
+
+
+def stable_fraction(key: str) -> float:
+    """A number in [0, 1) fixed by ``key`` alone (SHA-1), for reproducible splits."""
+    return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+
+
+def strip_labels(items: list[dict]) -> list[dict]:
+    """Items for the ``pretrain`` subset: id, path, duration and speaker only."""
+    keep = ("id", "path", "duration", "speaker")
+    return [{k: it[k] for k in keep if k in it} for it in items]
+
+
+def option_list(cfg, key: str) -> list[str]:
+    """``cfg[key]`` as a list of strings (a single string is one element)."""
+    value = cfg.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    try:
+        return [str(v) for v in value]
+    except TypeError:
+        raise ConfigError(f"corpus.{key}={value!r}: expected a list of names") from None
+
+
+def write_cache(out: Path, name: str, root: Path, manifests: Manifests, meta: dict,
+                extra_files: dict[str, str] | None = None) -> dict:
+    """Write every manifest and extra file, then ``meta.json`` last (the completion mark)."""
+    counts, hours = {}, {}
+    for subset, splits in manifests.items():
+        for split, items in splits.items():
+            if not items:
+                raise ManifestError(f"{root}: {name} has no items for subset {subset!r} "
+                                    f"split {split!r}")
+            write_manifest(out / "manifests" / subset / f"{split}.jsonl", items)
+        counts[subset] = {s: len(v) for s, v in splits.items()}
+        hours[subset] = round(sum(it["duration"] for v in splits.values() for it in v) / 3600, 4)
+    for rel, text in (extra_files or {}).items():
+        atomic_write_text(out / rel, text)
+    full = {"name": name, "root": str(root), "format_version": FORMAT_VERSION,
+            "subsets": sorted(manifests), "counts": counts, "hours": hours, **meta}
+    atomic_write_text(out / "meta.json", json.dumps(full, indent=1, sort_keys=True) + "\n")
+    return full
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def split_ws(line: str) -> list[str]:
+    """Whitespace-split (tabs and runs of spaces alike)."""
+    return _SPACES.split(line.strip())
