@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from speechssl.errors import SpeechSSLError
 
@@ -43,6 +43,10 @@ def run(cfg: DictConfig) -> None:
         from speechssl.export import export_upstream
 
         print(export_upstream(cfg))
+    elif cfg.mode == "leaderboard":
+        from speechssl.report import report_from_config
+
+        report_from_config(cfg)
     elif cfg.mode == "evaluate":
         from speechssl.train import evaluate_cell
 
@@ -51,8 +55,47 @@ def run(cfg: DictConfig) -> None:
         from speechssl.train import train_cell
 
         row = train_cell(cfg)
-        print()
-        print(leaderboard.markdown_table(leaderboard.rows(cfg.leaderboard), corpus=row["corpus"]))
+        if not in_sweep():  # a sweep prints the table once, at its end (report.py callback)
+            print()
+            print(leaderboard.markdown_table(leaderboard.rows(cfg.leaderboard),
+                                             corpus=row["corpus"],
+                                             suite=OmegaConf.to_container(cfg.suite)))
+
+
+def in_sweep() -> bool:
+    """True inside a Hydra multirun job (`python run.py -m ...`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def expand_suite(argv: list[str], recipes) -> list[str]:
+    """`suite=NAME` in a training run without `downstream=`: run every task of the suite
+    that has a recipe, as a Hydra multirun (`-m downstream=t1,t2,...`); finished cells are
+    skipped by the training loop (force=true redoes them)."""
+    from pathlib import Path
+
+    from speechssl.leaderboard import load_suite
+
+    suite = [a.split("=", 1)[1] for a in argv if a.startswith("suite=")]
+    if not suite or any(a.startswith(("downstream=", "+downstream=")) for a in argv):
+        return argv
+    if any(a.startswith("mode=") and a != "mode=train" for a in argv):
+        return argv
+    tasks = load_suite(suite[-1])["tasks"]
+    have = [t for t in tasks if (Path(recipes) / "downstream" / f"{t}.yaml").is_file()]
+    missing = [t for t in tasks if t not in have]
+    if missing:
+        print(f"[suite] {suite[-1]}: no recipe yet for {', '.join(missing)}; running "
+              f"{', '.join(have)}", file=sys.stderr)
+    if not have:
+        from speechssl.errors import ConfigError
+
+        raise ConfigError(f"suite={suite[-1]}: none of its tasks has a recipe in "
+                          f"{Path(recipes) / 'downstream'}")
+    multirun = [] if any(a in ("-m", "--multirun") for a in argv) else ["-m"]
+    return [*multirun, *argv, "downstream=" + ",".join(have)]
 
 
 def cli() -> None:
@@ -63,6 +106,7 @@ def cli() -> None:
         from speechssl.upstream.plugin import rewrite_overrides
 
         sys.argv[1:] = rewrite_overrides(sys.argv[1:], RECIPES)
+        sys.argv[1:] = expand_suite(sys.argv[1:], RECIPES)
         overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
         if not any(a in ("-h", "--help", "--cfg", "-c", "--info") for a in sys.argv[1:]):
             from speechssl.config import check_overrides

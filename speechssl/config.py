@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from speechssl.errors import ConfigError
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-MODES = ("train", "evaluate", "pretrain", "synth", "export")
+MODES = ("train", "evaluate", "pretrain", "synth", "export", "leaderboard")
 
 
 def _first_of_sweeps(overrides: list[str]) -> list[str]:
@@ -55,7 +55,7 @@ def check_overrides(overrides: list[str]) -> None:
             msg = str(e).split("\nConfig search path")[0]
             key = re.search(r"Could not override '([\w.]+)'", msg)
             if key:
-                groups = [o for o in user if o.split("=")[0] in ("upstream", "downstream", "corpus")]
+                groups = [o for o in user if o.split("=")[0] in ("upstream", "downstream", "corpus", "suite")]
                 base = compose("config", overrides=groups)
                 raise ConfigError(f"unknown config key '{key.group(1)}'; "
                                   f"{_valid_keys_message(base, key.group(1))}") from None
@@ -77,8 +77,19 @@ def check_values(cfg: DictConfig) -> None:
     task_from_config(cfg.downstream)
     build_from_config(cfg.upstream)
     resolve_device(cfg.device)
+    check_suite_config(cfg)
     if cfg.corpus.name == "synth":
         from speechssl.data.synth import SIZES
 
         if cfg.corpus.size not in SIZES:
             raise ConfigError(f"corpus.size={cfg.corpus.size!r}; valid sizes: {', '.join(SIZES)}")
+
+
+def check_suite_config(cfg: DictConfig) -> None:
+    """`suite` (recipes/suite/NAME.yaml): task list and SUPERB reference points."""
+    if cfg.get("suite") is None:
+        raise ConfigError("suite is not set: name a suite (suite=superb) in recipes/suite/")
+    from speechssl.leaderboard import check_suite
+
+    suite = OmegaConf.to_container(cfg.suite, resolve=True)
+    check_suite(suite, where=f"suite={suite.get('name') if isinstance(suite, dict) else suite}")

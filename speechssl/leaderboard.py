@@ -1,11 +1,24 @@
-"""The result store (one SQLite file, one row per finished run) and its tables."""
+"""The result store (one SQLite file, one row per finished run), the per-cell aggregation
+(dev-selected probe config, mean ± std over seeds, folds averaged), the SUPERB score and
+the markdown table. SUPERB score: Yang et al., 2021 (SUPERB) and superbbenchmark.org."""
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import json
+import math
 import sqlite3
+import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
+
+from speechssl.errors import ConfigError
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 COLUMNS = {
     "run_id": "TEXT PRIMARY KEY",
@@ -15,6 +28,7 @@ COLUMNS = {
     "pretrain_corpus": "TEXT",
     "task": "TEXT",
     "corpus": "TEXT",
+    "split": "TEXT",  # the split `test_value` was measured on (NULL in old stores: "test")
     "metric": "TEXT",
     "higher_is_better": "INTEGER",
     "dev_value": "REAL",
@@ -30,15 +44,36 @@ COLUMNS = {
     "code_version": "TEXT",
     "run_dir": "TEXT",
 }
+# keys of the downstream config that say which run of a cell this is, not how it was tuned
+NOT_A_VARIANT = ("fold",)
+
+
+# ---------------------------------------------------------------- the store
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
 
 
 def _connect(path: str | Path) -> sqlite3.Connection:
+    """Open (create, or migrate to the current columns) the store at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
-    conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+    conn = None
+    try:
+        conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        if set(COLUMNS) - _columns(conn):  # a new store, or one written by an older version
+            conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; re-check under the lock
+            cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+            conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+            for name in [k for k in COLUMNS if k not in _columns(conn)]:
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {COLUMNS[name]}")
+            conn.execute("COMMIT")
+    except sqlite3.DatabaseError as e:
+        if conn is not None:
+            conn.close()
+        raise ConfigError(f"leaderboard={path}: not a usable SQLite result store ({e})") from None
     return conn
 
 
@@ -47,7 +82,7 @@ def record(path: str | Path, row: dict) -> None:
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown leaderboard columns: {sorted(unknown)}")
-    row = {"timestamp": time.time(), **row}
+    row = {"timestamp": time.time(), "split": "test", **row}
     names = list(row)
     conn = _connect(path)
     try:
@@ -60,6 +95,7 @@ def record(path: str | Path, row: dict) -> None:
 
 
 def rows(path: str | Path) -> list[dict]:
+    """All runs in the store, oldest first ([] when the store does not exist yet)."""
     if not Path(path).exists():
         return []
     conn = _connect(path)
@@ -80,21 +116,342 @@ def format_row(row: dict) -> str:
             + f" | {row['wall_time_s']:.0f} s")
 
 
-def markdown_table(records: list[dict], corpus: str | None = None) -> str:
-    """Upstream x task table of the newest test value per cell (markdown)."""
-    cells: dict[tuple[str, str], dict] = {}
+# ---------------------------------------------------------------- cells
+
+
+@dataclass
+class CellResult:
+    """One upstream x task x corpus cell: the dev-selected variant, over seeds and folds.
+
+    `metrics[name] = (mean, std)` over seeds of every test metric (std 0 for one seed);
+    `choice` says which variant won when several probe configs (e.g. lr) were run, and
+    `selected_on` on which split ('dev', or 'test' when no run has a dev score)."""
+
+    corpus: str
+    upstream: str
+    task: str
+    metric: str
+    higher_is_better: bool
+    test: float
+    test_std: float
+    dev: float | None
+    n_seeds: int
+    n_folds: int
+    n_variants: int
+    choice: str
+    metrics: dict[str, tuple[float, float]]
+    selected_on: str = "dev"
+    runs: list[dict] = field(repr=False, default_factory=list)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _downstream_yaml(config_yaml: str) -> dict:
+    """The `downstream` section of a run's config_yaml ({} when absent or unreadable)."""
+    try:
+        cfg = yaml.safe_load(config_yaml) or {}
+    except yaml.YAMLError:
+        return {}
+    down = cfg.get("downstream") if isinstance(cfg, dict) else None
+    return down if isinstance(down, dict) else {}
+
+
+def _run_config(row: dict) -> dict:
+    """The run's downstream config, flattened (`optim.lr` ...), without the fold."""
+    flat = _flatten(_downstream_yaml(row.get("config_yaml") or ""))
+    return {k: v for k, v in flat.items() if k not in NOT_A_VARIANT}
+
+
+def run_fold(row: dict):
+    """`downstream.fold` of the run (ER on IEMOCAP runs per fold), else None."""
+    return _downstream_yaml(row.get("config_yaml") or "").get("fold")
+
+
+def run_metrics(row: dict, split: str) -> dict[str, float]:
+    """All metrics of one run on `split` ('dev' | 'test'); the headline value always."""
+    try:
+        stored = json.loads(row.get("metrics_json") or "{}").get(split) or {}
+    except (json.JSONDecodeError, AttributeError):
+        stored = {}
+    headline = row.get(f"{split}_value")
+    if headline is not None:
+        stored = {**stored, row["metric"]: headline}
+    return {k: float(v) for k, v in stored.items() if isinstance(v, int | float)}
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _over_seeds_and_folds(runs: list[dict], split: str) -> tuple[dict[str, list[float]], int]:
+    """Per metric, one value per seed (folds of a seed averaged); and the fold count."""
+    by_seed: dict = {}
+    for r in runs:
+        by_seed.setdefault(r.get("seed"), []).append(run_metrics(r, split))
+    per_metric: dict[str, list[float]] = {}
+    for fold_metrics in by_seed.values():
+        names = set.intersection(*(set(m) for m in fold_metrics))
+        for name in names:
+            per_metric.setdefault(name, []).append(_mean([m[name] for m in fold_metrics]))
+    n_folds = len({run_fold(r) for r in runs})
+    return per_metric, n_folds
+
+
+def _describe_choice(variants: dict, winner) -> str:
+    """The config keys whose values differ between variants, at the winner's values."""
+    if len(variants) < 2:
+        return ""
+    configs = [dict(v) for v in variants]
+    keys = sorted({k for c in configs for k in c if len({repr(o.get(k)) for o in configs}) > 1})
+    chosen = dict(winner)
+    return ", ".join(f"{k}={chosen.get(k)}" for k in keys)
+
+
+def aggregate(records: list[dict]) -> list[CellResult]:
+    """Group runs into upstream x task x corpus cells. Runs that differ in the probe config
+    (lr, probe size, weights) are variants: the one with the best mean dev value wins (the
+    best test value where no run has dev); its test value is mean ± std over seeds, each
+    seed's value the mean over folds."""
+    groups: dict[tuple, dict] = {}
     for r in records:
-        if corpus is None or r["corpus"] == corpus:
-            cells[(r["upstream"], r["task"])] = r
+        key = (r["corpus"], r["upstream"], r["task"])
+        variant = tuple(sorted({**_run_config(r), "weights": r.get("weights_hash")}.items(),
+                               key=lambda kv: kv[0]))
+        variant = tuple((k, repr(v) if isinstance(v, list | dict) else v) for k, v in variant)
+        groups.setdefault(key, {}).setdefault(variant, []).append(r)
+    cells = []
+    for (corpus, upstream, task), variants in sorted(groups.items()):
+        first = next(iter(variants.values()))[0]
+        metric, hib = first["metric"], bool(first["higher_is_better"])
+        scored = []
+        for variant, runs in variants.items():
+            test, n_folds = _over_seeds_and_folds(runs, "test")
+            dev, _ = _over_seeds_and_folds(runs, "dev")
+            if metric not in test:
+                continue
+            dev_mean = _mean(dev[metric]) if metric in dev else None
+            scored.append((variant, runs, test, dev_mean, n_folds))
+        if not scored:
+            continue
+        use_dev = all(s[3] is not None for s in scored)
+        sign = 1.0 if hib else -1.0
+        variant, runs, test, dev_mean, n_folds = max(
+            scored, key=lambda s: sign * (s[3] if use_dev else _mean(s[2][metric])))
+        metrics = {k: (_mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+                   for k, v in test.items()}
+        cells.append(CellResult(corpus, upstream, task, metric, hib, metrics[metric][0],
+                                metrics[metric][1], dev_mean, len(test[metric]), n_folds,
+                                len(variants), _describe_choice(variants, variant), metrics,
+                                "dev" if use_dev else "test", runs))
+    return cells
+
+
+# ---------------------------------------------------------------- the SUPERB score
+
+
+def load_suite(name_or_path: str | Path) -> dict:
+    """A suite from recipes/suite/NAME.yaml (or a yaml path), checked by `check_suite`."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPES / "suite" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"suite={name_or_path}: no such suite file {path}")
+    try:
+        suite = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"suite file {path}: not valid yaml ({e})") from None
+    check_suite(suite, where=str(path))
+    return suite
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_suite(suite, where: str = "suite") -> None:
+    """A suite is {name, tasks: [task...], references: [{corpus: glob, provenance,
+    points: {task: {metric: {baseline: number | 'fbank', topline: number}}}}]}."""
+    if not isinstance(suite, dict):
+        raise ConfigError(f"{where}: a suite is a mapping with name, tasks, references")
+    tasks = suite.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise ConfigError(f"{where}: suite.tasks must be a non-empty list of task names")
+    refs = suite.get("references", [])
+    if not isinstance(refs, list):
+        raise ConfigError(f"{where}: suite.references must be a list")
+    for i, ref in enumerate(refs):
+        key = f"{where}: suite.references[{i}]"
+        if not isinstance(ref, dict) or not isinstance(ref.get("corpus"), str):
+            raise ConfigError(f"{key}.corpus must be a corpus name pattern (e.g. 'synth-*')")
+        if not isinstance(ref.get("points"), dict):
+            raise ConfigError(f"{key}.points must map task -> metric -> baseline/topline")
+        for task, metrics in ref["points"].items():
+            if not isinstance(metrics, dict) or not metrics:
+                raise ConfigError(f"{key}.points.{task} must map metric -> baseline/topline")
+            for metric, pt in metrics.items():
+                k = f"{key}.points.{task}.{metric}"
+                if not isinstance(pt, dict) or not _is_number(pt.get("topline")):
+                    raise ConfigError(f"{k}.topline must be a number")
+                base = pt.get("baseline")
+                if not (_is_number(base) or base == "fbank"):
+                    raise ConfigError(f"{k}.baseline must be a number or 'fbank' (measured), "
+                                      f"got {base!r}")
+                if base != "fbank" and base == pt["topline"]:
+                    raise ConfigError(f"{k}: baseline equals topline ({base}); no scale")
+
+
+def reference_for(suite: dict, corpus: str) -> dict | None:
+    """The first reference entry whose corpus pattern matches `corpus`, or None."""
+    for ref in suite.get("references", []):
+        if fnmatch.fnmatchcase(corpus, ref["corpus"]):
+            return ref
+    return None
+
+
+def scaled(value: float, baseline: float, topline: float) -> float:
+    """SUPERB's linear scale: 0 at the baseline, 1000 at the topline, no clipping; a
+    lower-is-better metric needs no special case (the denominator is negative)."""
+    return 1000.0 * (value - baseline) / (topline - baseline)
+
+
+@dataclass
+class Scores:
+    """SUPERB scores of one corpus: per (upstream, task), and per upstream over the suite
+    tasks that are scored (`n_tasks` of `suite_tasks`); `notes` say what is not scored."""
+
+    task: dict[tuple[str, str], float]
+    upstream: dict[str, float]
+    n_tasks: dict[str, int]
+    suite_tasks: list[str]
+    notes: list[str]
+
+
+def superb_scores(cells: list[CellResult], suite: dict, corpus: str) -> Scores:
+    """Score every cell of `corpus` with the suite's reference points. A task's score is
+    the mean of its metrics' scores (SF: slot-type F1 and slot-value CER); an upstream's
+    score the mean over its scored suite tasks."""
+    mine = [c for c in cells if c.corpus == corpus]
+    ref = reference_for(suite, corpus)
+    notes: list[str] = []
+    task_scores: dict[tuple[str, str], float] = {}
+    if ref is None:
+        notes.append(f"no reference points for corpus {corpus} in suite {suite.get('name')}: "
+                     "not scored")
+        return Scores({}, {}, {}, list(suite["tasks"]), notes)
+    points = ref["points"]
+    fbank = {c.task: c for c in mine if c.upstream == "fbank"}
+    unscored = sorted({c.task for c in mine} - set(points))
+    if unscored:
+        notes.append("no reference points (shown, not scored): " + ", ".join(unscored))
+    off_suite = sorted({c.task for c in mine if c.task in points} - set(suite["tasks"]))
+    if off_suite:
+        notes.append("not in the suite (scored, not in the average): " + ", ".join(off_suite))
+    missing_base: set[str] = set()
+    for c in mine:
+        if c.task not in points:
+            continue
+        parts = []
+        for metric, pt in points[c.task].items():
+            base = pt["baseline"]
+            if base == "fbank":
+                if c.task not in fbank or metric not in fbank[c.task].metrics:
+                    missing_base.add(c.task)
+                    break
+                base = fbank[c.task].metrics[metric][0]
+            if metric not in c.metrics or base == pt["topline"]:
+                break
+            parts.append(scaled(c.metrics[metric][0], base, pt["topline"]))
+        else:
+            task_scores[(c.upstream, c.task)] = _mean(parts)
+    if missing_base:
+        notes.append("no fbank run to measure the baseline (not scored): "
+                     + ", ".join(sorted(missing_base)))
+    upstream_scores, n_tasks = {}, {}
+    for u in sorted({c.upstream for c in mine}):
+        vals = [s for (uu, t), s in task_scores.items() if uu == u and t in suite["tasks"]]
+        if vals:
+            upstream_scores[u], n_tasks[u] = _mean(vals), len(vals)
+    return Scores(task_scores, upstream_scores, n_tasks, list(suite["tasks"]), notes)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def format_value(c: CellResult) -> str:
+    """'75.00', '75.00 ± 1.20 (3 seeds)', with the winning variant when several ran:
+    '70.00 (best on dev: optim.lr=0.001)'."""
+    text = f"{c.test:.2f}"
+    if c.n_seeds > 1:
+        text += f" ± {c.test_std:.2f} ({c.n_seeds} seeds)"
+    if c.n_folds > 1:
+        text += f" [{c.n_folds} folds]"
+    if c.choice:
+        on = "best on dev" if c.selected_on == "dev" else "best on test, no dev score"
+        text += f" ({on}: {c.choice})"
+    return text
+
+
+def format_score(scores: Scores, upstream: str) -> str:
+    if upstream not in scores.upstream:
+        return "n/a"
+    n, total = scores.n_tasks[upstream], len(scores.suite_tasks)
+    return f"{scores.upstream[upstream]:.0f}" + ("" if n == total else f" ({n}/{total} tasks)")
+
+
+def table_rows(cells: list[CellResult], scores: Scores, corpus: str):
+    """(header, rows) of the upstream x task table of one corpus, as strings."""
+    mine = [c for c in cells if c.corpus == corpus]
+    tasks = sorted({c.task for c in mine})
+    by = {(c.upstream, c.task): c for c in mine}
+    metric = {t: next(c.metric for c in mine if c.task == t) for t in tasks}
+    header = ["upstream", *(f"{t} ({metric[t]})" for t in tasks), "SUPERB score"]
+    body = []
+    for u in sorted({c.upstream for c in mine}):
+        vals = [format_value(by[(u, t)]) if (u, t) in by else "" for t in tasks]
+        body.append([u, *vals, format_score(scores, u)])
+    return header, body
+
+
+def table_notes(cells: list[CellResult], scores: Scores, suite: dict, corpus: str) -> list[str]:
+    mine = [c for c in cells if c.corpus == corpus]
+    direction = {c.task: ("higher" if c.higher_is_better else "lower") for c in mine}
+    notes = ["test values; " + ", ".join(f"{t}: {d} is better" for t, d in sorted(direction.items()))]
+    ref = reference_for(suite, corpus)
+    if ref is not None:
+        notes.append(f"SUPERB score (suite {suite.get('name')}): 1000 x (v - baseline) / "
+                     f"(topline - baseline), averaged within a task, then over the "
+                     f"{len(suite['tasks'])} suite tasks; reference points: "
+                     f"{ref.get('provenance', ref['corpus'])}")
+    return notes + scores.notes
+
+
+def markdown_table(records: list[dict], corpus: str | None = None,
+                   suite: dict | None = None) -> str:
+    """Upstream x task table per corpus (markdown): the dev-selected test value of each cell,
+    mean ± std over seeds, and the SUPERB score column, with notes below."""
+    suite = suite if suite is not None else load_suite("superb")
+    cells = aggregate([r for r in records if corpus is None or r["corpus"] == corpus])
     if not cells:
         return "(no results yet)"
-    upstreams = sorted({u for u, _ in cells})
-    tasks = sorted({t for _, t in cells})
-    metric = {t: next(r["metric"] for (u, tt), r in cells.items() if tt == t) for t in tasks}
-    head = "| upstream | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |"
-    sep = "|---|" + "---|" * len(tasks)
-    lines = [head, sep]
-    for u in upstreams:
-        vals = [f"{cells[(u, t)]['test_value']:.2f}" if (u, t) in cells else "" for t in tasks]
-        lines.append(f"| {u} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+    corpora = sorted({c.corpus for c in cells})
+    parts = []
+    for name in corpora:
+        scores = superb_scores(cells, suite, name)
+        header, body = table_rows(cells, scores, name)
+        lines = [] if len(corpora) == 1 else [f"### corpus {name}", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|---|" + "---|" * (len(header) - 1))
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        lines.append("")
+        lines += [f"- {n}" for n in table_notes(cells, scores, suite, name)]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
