@@ -168,3 +168,297 @@ def accuracy(preds: Sequence[Hashable], refs: Sequence[Hashable]) -> float:
     if not refs:
         raise ValueError("accuracy of an empty set is undefined")
     return 100.0 * sum(p == r for p, r in zip(preds, refs, strict=True)) / len(refs)
+
+
+# --- slot filling (SUPERB SF; definitions of s3prl downstream/ctc/metric.py) ---------------
+
+Slots = Sequence[tuple[str, str]]  # one utterance: (slot type, slot value) pairs, in order
+
+
+def _check_slot_pairs(refs: Sequence[Slots], hyps: Sequence[Slots]) -> None:
+    """Raise if the lists differ in length or are empty."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"got {len(refs)} references but {len(hyps)} hypotheses")
+    if not refs:
+        raise ValueError("a slot metric of an empty set is undefined")
+
+
+def _type_f1(ref_types: set, hyp_types: set) -> float:
+    """F1 (0..1) between the slot-type sets of one utterance; both empty counts as 1."""
+    if not ref_types and not hyp_types:
+        return 1.0
+    hits = len(ref_types & hyp_types)
+    if hits == 0:
+        return 0.0
+    precision, recall = hits / len(hyp_types), hits / len(ref_types)
+    return 2 * precision * recall / (precision + recall)
+
+
+def slot_type_f1(refs: Sequence[Slots], hyps: Sequence[Slots]) -> float:
+    """Slot-type F1 in percent (SUPERB SF headline): per utterance, the F1 between the
+    *sets* of slot types in reference and hypothesis (values ignored; an utterance with no
+    slots on either side scores 1), averaged over the B utterances."""
+    _check_slot_pairs(refs, hyps)
+    scores = [_type_f1({t for t, _ in r}, {t for t, _ in h}) for r, h in zip(refs, hyps, strict=True)]
+    return 100.0 * sum(scores) / len(scores)
+
+
+def slot_value_pairs(refs: Sequence[Slots], hyps: Sequence[Slots]) -> tuple[list[str], list[str]]:
+    """Pair every reference slot value with a hypothesis value of the same type: the one
+    with the lowest CER against it (the first on ties), or "" when the hypothesis has no slot
+    of that type. Returns (reference values, hypothesis values), one entry per reference slot."""
+    _check_slot_pairs(refs, hyps)
+    ref_values, hyp_values = [], []
+    for ref, hyp in zip(refs, hyps, strict=True):
+        for typ, value in ref:
+            candidates = [v for t, v in hyp if t == typ]
+            best = min(candidates, key=lambda v: edit_distance(list(value), list(v)), default="")
+            ref_values.append(value)
+            hyp_values.append(best)
+    return ref_values, hyp_values
+
+
+def slot_value_cer(refs: Sequence[Slots], hyps: Sequence[Slots]) -> float:
+    """Slot-value CER in percent (SUPERB SF): corpus CER over the reference slot values,
+    each against its best same-type hypothesis value (see ``slot_value_pairs``); a missed
+    slot type counts every character of the reference value as deleted."""
+    ref_values, hyp_values = slot_value_pairs(refs, hyps)
+    if not ref_values:
+        raise ValueError("the references hold no slots; the slot-value CER is undefined")
+    return error_rate([list(v) for v in ref_values], [list(v) for v in hyp_values])
+
+
+__all__ += ["slot_type_f1", "slot_value_cer", "slot_value_pairs"]
+
+
+# --- Scoring of ASV, SD and QbE (SUPERB, Yang et al. 2021): EER/minDCF, DER, DTW, MTWV/MAP ---
+
+import numpy as _np  # noqa: E402
+import torch as _torch  # noqa: E402
+
+__all__ += [
+    "cosine_distance",
+    "diarization_errors",
+    "der",
+    "eer",
+    "min_dcf",
+    "mean_average_precision",
+    "mtwv",
+    "subsequence_dtw",
+    "twv",
+]
+
+
+def _binary_trials(scores, labels) -> tuple[_np.ndarray, _np.ndarray]:
+    """Scores (N,) float and labels (N,) in {0, 1}; both classes must occur."""
+    s = _np.asarray(scores, dtype=_np.float64).reshape(-1)
+    y = _np.asarray(labels).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"got {s.size} scores but {y.size} labels")
+    if not _np.isin(y, (0, 1)).all():
+        raise ValueError("trial labels must be 0 (non-target) or 1 (target)")
+    y = y.astype(_np.int64)
+    if y.min(initial=1) == 1 or y.max(initial=0) == 0:
+        raise ValueError("need both target (1) and non-target (0) trials")
+    return s, y
+
+
+def eer(scores, labels) -> float:
+    """Equal error rate in percent of verification trials (higher score = more likely target).
+
+    The ROC (``sklearn.metrics.roc_curve``) is linearly interpolated between operating
+    points and the EER is read where the false-alarm rate equals the miss rate.
+
+    Args:
+        scores: (N,) trial scores.
+        labels: (N,) 1 for target (same speaker) trials, 0 for non-target trials.
+    """
+    from sklearn.metrics import roc_curve
+
+    s, y = _binary_trials(scores, labels)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    fnr = 1.0 - tpr
+    diff = fnr - fpr  # decreasing from 1 (reject all) to -1 (accept all)
+    i = int(_np.argmax(diff <= 0))
+    if i == 0:
+        return 100.0 * float(fpr[0])
+    d0, d1 = diff[i - 1], diff[i]
+    a = d0 / (d0 - d1)
+    return 100.0 * float(fpr[i - 1] + a * (fpr[i] - fpr[i - 1]))
+
+
+def min_dcf(scores, labels, p_target: float = 0.01, c_miss: float = 1.0,
+            c_fa: float = 1.0) -> float:
+    """Minimum normalized detection cost over all thresholds (NIST SRE / VoxCeleb; SUPERB
+    uses p_target 0.01, C_miss = C_fa = 1).
+
+    ``DCF(t) = C_miss P_miss(t) p_target + C_fa P_fa(t) (1 - p_target)``, divided by the
+    cost of the best trivial system ``min(C_miss p_target, C_fa (1 - p_target))``.
+
+    Args:
+        scores: (N,) trial scores; a trial is accepted when its score >= the threshold.
+        labels: (N,) 1 target, 0 non-target.
+    """
+    from sklearn.metrics import roc_curve
+
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    s, y = _binary_trials(scores, labels)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # includes 'reject all'
+    fpr, tpr = _np.append(fpr, 1.0), _np.append(tpr, 1.0)  # and 'accept all'
+    dcf = c_miss * (1.0 - tpr) * p_target + c_fa * fpr * (1.0 - p_target)
+    return float(dcf.min() / min(c_miss * p_target, c_fa * (1.0 - p_target)))
+
+
+def diarization_errors(ref, hyp) -> dict[str, float]:
+    """Frame counts of one recording's diarization errors (0 s collar, overlap scored).
+
+    Reference speakers are mapped one-to-one to hypothesis speakers so that the total
+    overlap is largest (Hungarian algorithm), which minimizes the error (NIST md-eval).
+    Per frame with ``n_ref`` reference and ``n_hyp`` hypothesis speakers and ``n_ok``
+    correctly mapped ones: miss ``max(0, n_ref - n_hyp)``, false alarm
+    ``max(0, n_hyp - n_ref)``, confusion ``min(n_ref, n_hyp) - n_ok``.
+
+    Args:
+        ref: (T, S_ref) binary speaker activity per frame.
+        hyp: (T, S_hyp) binary speaker activity per frame (same frames).
+
+    Returns:
+        ``{"miss", "false_alarm", "confusion", "speech"}`` in frames (speech = sum n_ref).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    r = _np.asarray(ref, dtype=bool)
+    h = _np.asarray(hyp, dtype=bool)
+    if r.ndim != 2 or h.ndim != 2 or r.shape[0] != h.shape[0]:
+        raise ValueError(f"ref and hyp must be (T, S) with the same T, got {r.shape} and {h.shape}")
+    n_ref, n_hyp = r.sum(1), h.sum(1)
+    overlap = r.T.astype(_np.int64) @ h.astype(_np.int64)  # (S_ref, S_hyp) frames both active
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    n_ok = int(overlap[rows, cols].sum())
+    return {"miss": float(_np.maximum(n_ref - n_hyp, 0).sum()),
+            "false_alarm": float(_np.maximum(n_hyp - n_ref, 0).sum()),
+            "confusion": float(_np.minimum(n_ref, n_hyp).sum() - n_ok),
+            "speech": float(n_ref.sum())}
+
+
+def der(refs, hyps) -> float:
+    """Diarization error rate in percent over recordings: (miss + false alarm + confusion)
+    / total reference speech, each recording with its own optimal speaker mapping.
+
+    Args:
+        refs: R arrays (T_r, S_ref) of reference frame activity.
+        hyps: R arrays (T_r, S_hyp) of hypothesis frame activity.
+    """
+    _check_pairs(refs, hyps)
+    tot = {"miss": 0.0, "false_alarm": 0.0, "confusion": 0.0, "speech": 0.0}
+    for r, h in zip(refs, hyps, strict=True):
+        for k, v in diarization_errors(r, h).items():
+            tot[k] += v
+    if tot["speech"] == 0:
+        raise ValueError("the references contain no speech; the DER is undefined")
+    return 100.0 * (tot["miss"] + tot["false_alarm"] + tot["confusion"]) / tot["speech"]
+
+
+def cosine_distance(a: _torch.Tensor, b: _torch.Tensor) -> _torch.Tensor:
+    """``1 - cos`` between every row pair: (..., N, D), (..., M, D) -> (..., N, M)."""
+    a = _torch.nn.functional.normalize(a.float(), dim=-1)
+    b = _torch.nn.functional.normalize(b.float(), dim=-1)
+    return 1.0 - a @ b.transpose(-1, -2)
+
+
+def subsequence_dtw(cost: _torch.Tensor, lengths: _torch.Tensor | None = None) -> _torch.Tensor:
+    """Subsequence DTW of a query against documents, vectorized over documents.
+
+    Each of the N query frames is aligned to one document frame; the document index
+    advances by 0, 1 or 2 per query frame (the "asymmetric" step pattern), the match may
+    start and end anywhere in the document (open begin and end), and the path cost is
+    normalized by N: ``min over paths of sum_i cost[i, j_i] / N``.
+
+    Args:
+        cost: (B, N, M) frame distances of the query to B documents padded to M frames.
+        lengths: (B,) valid document frames (all M when None).
+
+    Returns:
+        (B,) normalized distance of the best match in each document.
+    """
+    B, N, M = cost.shape
+    cost = cost.float()
+    if lengths is not None:
+        pad = _torch.arange(M, device=cost.device)[None] >= lengths.to(cost.device)[:, None]
+        cost = cost.masked_fill(pad[:, None, :], float("inf"))
+    inf = _torch.full((B, 2), float("inf"), device=cost.device)
+    acc = cost[:, 0]  # (B, M): open begin, any start frame
+    for i in range(1, N):
+        prev = _torch.cat([inf, acc], dim=1)  # prev[:, j + 2] = acc[:, j]
+        best = _torch.minimum(_torch.minimum(prev[:, 2:], prev[:, 1:-1]), prev[:, :-2])
+        acc = cost[:, i] + best
+    return acc.min(dim=1).values / N  # open end
+
+
+def _detection_matrix(scores, labels) -> tuple[_np.ndarray, _np.ndarray]:
+    s = _np.asarray(scores, dtype=_np.float64)
+    y = _np.asarray(labels).astype(bool)
+    if s.ndim != 2 or s.shape != y.shape:
+        raise ValueError(f"scores and labels must be (queries, documents) of the same shape, "
+                         f"got {s.shape} and {y.shape}")
+    keep = y.any(1)
+    if not keep.any():
+        raise ValueError("no query occurs in any document; the detection metric is undefined")
+    return s[keep], y[keep]  # queries with no occurrence are not scored (NIST STD)
+
+
+def _twv_gains(y: _np.ndarray, beta: float) -> _np.ndarray:
+    """(Q, D) TWV change when a trial is accepted: +1/(Q n_true) for a hit,
+    -beta/(Q n_false) for a false alarm (queries occurring everywhere have no false alarms)."""
+    q = y.shape[0]
+    n_true = y.sum(1, keepdims=True)
+    n_false = y.shape[1] - n_true
+    fa = _np.divide(beta, n_false, out=_np.zeros(n_false.shape), where=n_false > 0)
+    return _np.where(y, 1.0 / n_true, -fa) / q
+
+
+def twv(scores, labels, threshold: float, beta: float = 999.9) -> float:
+    """Term-weighted value at one global threshold (NIST STD 2006; QUESST):
+    ``1 - mean_q [P_miss(q) + beta P_fa(q)]`` over queries with at least one occurrence,
+    a (query, document) trial detected when its score >= threshold.
+
+    Args:
+        scores: (Q, D) detection scores.
+        labels: (Q, D) 1 where the query's term occurs in the document.
+    """
+    s, y = _detection_matrix(scores, labels)
+    return float(_twv_gains(y, beta)[s >= threshold].sum())
+
+
+def mtwv(scores, labels, beta: float = 999.9) -> float:
+    """Maximum term-weighted value over all global thresholds (>= 0: detecting nothing
+    scores 0). Shapes as in :func:`twv`."""
+    s, y = _detection_matrix(scores, labels)
+    flat_s, gains = s.reshape(-1), _twv_gains(y, beta).reshape(-1)
+    order = _np.argsort(-flat_s, kind="stable")
+    cum = _np.cumsum(gains[order])
+    sorted_s = flat_s[order]
+    ends = _np.append(sorted_s[1:] != sorted_s[:-1], True)  # last trial of each tied score
+    return float(max(0.0, cum[ends].max()))
+
+
+def mean_average_precision(scores, labels) -> float:
+    """Mean over queries (with at least one occurrence) of the average precision of the
+    documents ranked by score; tied scores form one step (as scikit-learn).
+
+    Args:
+        scores: (Q, D) detection scores.
+        labels: (Q, D) 1 where the query's term occurs in the document.
+    """
+    s, y = _detection_matrix(scores, labels)
+    aps = []
+    for sq, yq in zip(s, y, strict=True):
+        order = _np.argsort(-sq, kind="stable")
+        sq, yq = sq[order], yq[order]
+        ends = _np.append(sq[1:] != sq[:-1], True)
+        hits = _np.cumsum(yq)[ends]
+        seen = (_np.arange(len(yq)) + 1)[ends]
+        recall_steps = _np.diff(hits, prepend=0) / hits[-1]
+        aps.append(float((recall_steps * hits / seen).sum()))
+    return float(_np.mean(aps))

@@ -1,0 +1,88 @@
+"""IC: intent classification (Fluent Speech Commands), mean-pool + three linear heads over
+action, object and location, accuracy of the whole intent (SUPERB, Yang et al. 2021)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from downstream.base import Task, masked_mean, register_task
+from speechssl import metrics
+from speechssl.errors import ManifestError
+
+FIELDS = ("action", "object", "location")
+
+
+class PooledMultiHead(nn.Module):
+    """Mean over valid frames, then one linear layer per label field:
+    (B, T, D), (B,) -> [(B, C_1), ..., (B, C_K)]."""
+
+    def __init__(self, feature_dim: int, num_classes: list[int]):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(feature_dim, n) for n in num_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
+        pooled = masked_mean(x, lengths)
+        return [head(pooled) for head in self.heads]
+
+
+@register_task("ic")
+class IntentClassification(Task):
+    """An intent is the tuple (action, object, location); the loss is the sum of the three
+    cross-entropies and an utterance is right only when all three fields are right."""
+
+    subset = "ic"
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self):
+        self.fields = FIELDS
+
+    def splits(self, corpus) -> dict[str, list[dict]]:
+        return {s: corpus.items(self.subset, s) for s in ("train", "dev", "test")}
+
+    def setup(self, train_items: list[dict]) -> None:
+        refs = [self.reference(it) for it in train_items]
+        self.classes = [sorted({r[k] for r in refs}) for k in range(len(self.fields))]
+        self.index = [{c: i for i, c in enumerate(cs)} for cs in self.classes]
+
+    def build_probe(self, feature_dim: int) -> nn.Module:
+        return PooledMultiHead(feature_dim, [len(cs) for cs in self.classes])
+
+    def targets(self, batch: dict, device) -> Tensor:
+        """(B, K) class ids of the K fields; a label unseen in training is a ManifestError."""
+        rows = []
+        for it in batch["items"]:
+            row = []
+            for k, (field, value) in enumerate(zip(self.fields, self.reference(it), strict=True)):
+                if value not in self.index[k]:
+                    raise ManifestError(f"{it.get('_manifest')}:{it.get('_line')}: {field} "
+                                        f"{value!r} never occurs in the training split")
+                row.append(self.index[k][value])
+            rows.append(row)
+        return torch.tensor(rows, device=device)
+
+    def loss(self, probe, features, lengths, batch) -> Tensor:
+        targets = self.targets(batch, features.device)
+        logits = probe(features, lengths)
+        return sum(F.cross_entropy(lg, targets[:, k]) for k, lg in enumerate(logits))
+
+    def predict(self, probe, features, lengths, batch) -> list[tuple[str, ...]]:
+        ids = [lg.argmax(-1).tolist() for lg in probe(features, lengths)]
+        return [tuple(self.classes[k][ids[k][b]] for k in range(len(self.fields)))
+                for b in range(features.shape[0])]
+
+    def reference(self, item: dict) -> tuple[str, ...]:
+        missing = [f for f in self.fields if f not in item]
+        if missing:
+            raise ManifestError(f"{item.get('_manifest')}:{item.get('_line')}: "
+                                f"no {', '.join(map(repr, missing))} field")
+        return tuple(str(item[f]) for f in self.fields)
+
+    def score(self, predictions, references) -> dict[str, float]:
+        out = {"accuracy": metrics.accuracy(predictions, references)}
+        for k, field in enumerate(self.fields):
+            out[f"{field}_accuracy"] = metrics.accuracy([p[k] for p in predictions],
+                                                        [r[k] for r in references])
+        return out

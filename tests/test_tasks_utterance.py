@@ -1,0 +1,130 @@
+"""The utterance-level SUPERB tasks IC, SID and ER: labels, heads, the all-fields-right IC
+accuracy, ER's fold option, and each task end to end on the tiny corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sklearn.metrics import accuracy_score
+
+import downstream.er
+import downstream.ic
+import downstream.sid  # noqa: F401  (registers the tasks even before downstream/__init__ lists them)
+from downstream.base import build_task
+from downstream.er import er_subset
+from downstream.ic import PooledMultiHead
+from speechssl.cache import collate_features, extract_features
+from speechssl.errors import ConfigError, ManifestError
+from speechssl.featurizer import Featurizer
+from speechssl.train import ProbeModel, train_cell
+from speechssl.upstream import build_upstream
+
+BUDGET = ["downstream.optim.max_steps=20", "downstream.optim.eval_every=10"]
+
+
+def test_pooled_multi_head_shapes_ignore_padding():
+    head = PooledMultiHead(5, [3, 4, 2])
+    x = torch.randn(2, 7, 5)
+    lengths = torch.tensor([7, 4])
+    out = head(x, lengths)
+    assert [tuple(o.shape) for o in out] == [(2, 3), (2, 4), (2, 2)]
+    x2 = x.clone()
+    x2[1, 4:] = 100.0  # padding frames must not change the second utterance's logits
+    for a, b in zip(out, head(x2, lengths), strict=True):
+        assert torch.allclose(a, b)
+
+
+def _ic_item(action, obj, location, line=1):
+    return {"action": action, "object": obj, "location": location, "_manifest": "m.jsonl",
+            "_line": line}
+
+
+def test_ic_accuracy_needs_all_three_fields():
+    task = build_task("ic")
+    refs = [("bring", "shoes", "none"), ("activate", "lights", "kitchen"),
+            ("deactivate", "music", "none"), ("increase", "heat", "bedroom")]
+    preds = [("bring", "shoes", "none"),  # all right
+             ("activate", "lights", "bedroom"),  # location wrong
+             ("activate", "music", "none"),  # action wrong
+             ("increase", "heat", "bedroom")]  # all right
+    scores = task.score(preds, refs)
+    assert scores["accuracy"] == pytest.approx(50.0)
+    joint = [" ".join(p) for p in preds], [" ".join(r) for r in refs]
+    assert scores["accuracy"] == pytest.approx(100 * accuracy_score(joint[1], joint[0]))
+    assert scores["action_accuracy"] == pytest.approx(75.0)
+    assert scores["object_accuracy"] == pytest.approx(100.0)
+    assert scores["location_accuracy"] == pytest.approx(75.0)
+
+
+def test_ic_labels_and_errors():
+    task = build_task("ic")
+    train = [_ic_item("bring", "shoes", "none"), _ic_item("activate", "lights", "kitchen")]
+    task.setup(train)
+    assert task.classes == [["activate", "bring"], ["lights", "shoes"], ["kitchen", "none"]]
+    assert task.targets({"items": train}, "cpu").tolist() == [[1, 1, 1], [0, 0, 0]]
+    with pytest.raises(ManifestError, match=r"m.jsonl:7: object 'socks' never occurs"):
+        task.targets({"items": [_ic_item("bring", "socks", "none", line=7)]}, "cpu")
+    with pytest.raises(ManifestError, match=r"m.jsonl:3: no 'location' field"):
+        task.reference({"action": "bring", "object": "shoes", "_manifest": "m.jsonl", "_line": 3})
+
+
+def test_ic_probe_learns_a_few_utterances(tiny_corpus):
+    torch.manual_seed(0)
+    task = build_task("ic")
+    items = tiny_corpus.items("ic", "train")[:8]
+    task.setup(items)
+    feats = extract_features(build_upstream("fbank"), items, torch.device("cpu"), progress=False)
+    model = ProbeModel(Featurizer(1), task.build_probe(feats[0].shape[2]))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    layers, lengths = collate_features(feats, list(range(8)), torch.device("cpu"))
+    batch = {"items": items}
+    for _ in range(150):
+        loss = task.loss(model.head, model.featurizer(layers), lengths, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        preds = task.predict(model.head, model.featurizer(layers), lengths, batch)
+    assert task.score(preds, [task.reference(it) for it in items])["accuracy"] == 100.0
+
+
+def test_sid_and_er_read_their_label_fields():
+    sid, er = build_task("sid"), build_task("er")
+    assert sid.subset == "sid" and sid.reference({"speaker": "spk03"}) == "spk03"
+    assert er.subset == "er" and er.reference({"emotion": "sad"}) == "sad"
+    with pytest.raises(ManifestError, match=r"x.jsonl:2: no 'emotion' field"):
+        er.reference({"_manifest": "x.jsonl", "_line": 2})
+
+
+class _RecordingCorpus:
+    def __init__(self):
+        self.asked = []
+
+    def items(self, subset, split):
+        self.asked.append((subset, split))
+        return []
+
+
+def test_er_fold_selects_the_iemocap_subset():
+    assert er_subset(None) == "er" and er_subset(3) == "er-fold3"
+    corpus = _RecordingCorpus()
+    build_task("er", fold=5).splits(corpus)
+    assert corpus.asked == [("er-fold5", "train"), ("er-fold5", "dev"), ("er-fold5", "test")]
+    for bad in (0, 6, "2", 1.5, True):
+        with pytest.raises(ConfigError, match="downstream.fold"):
+            build_task("er", fold=bad)
+
+
+@pytest.mark.parametrize("task,extra", [
+    ("ic", ["action_accuracy", "object_accuracy", "location_accuracy"]),
+    ("sid", []),
+    ("er", []),
+])
+def test_utterance_task_cell(make_cfg, task, extra):
+    row = train_cell(make_cfg("upstream=fbank", f"downstream={task}", *BUDGET))
+    assert row["task"] == task and row["metric"] == "accuracy" and row["higher_is_better"] == 1
+    assert 0.0 <= row["test_value"] <= 100.0
+    test = json.loads(row["metrics_json"])["test"]
+    assert set(test) == {"accuracy", *extra}
