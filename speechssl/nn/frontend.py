@@ -76,6 +76,60 @@ class KaldiFrontend(nn.Module):
         return pad_sequence(feats).to(wavs.device), out_lengths
 
 
+CMVN_MODES = ("utterance", "global", "none")
+
+
+class GlobalCMVN(nn.Module):
+    """Corpus-level mean and variance normalisation of (B, T, D) features.
+
+    While training, the statistics of every batch's valid frames are accumulated (exact
+    running sums, so the result is the mean/variance over all frames seen, as Kaldi's
+    global CMVN); the features are normalised with the statistics so far. The sums are
+    buffers, so they travel with the checkpoint. Unlike utterance CMVN it keeps what is
+    constant within an utterance (spectral tilt, level), which a mean-pooled probe reads.
+    Before any training (count 0) it is the identity."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("total", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("total_sq", torch.zeros(dim, dtype=torch.float64))
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
+        valid = (torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None])
+        if self.training:
+            frames = feats[valid].double()
+            self.count += frames.shape[0]
+            self.total += frames.sum(0)
+            self.total_sq += (frames**2).sum(0)
+        if self.count == 0:
+            return feats
+        mean = self.total / self.count
+        std = (self.total_sq / self.count - mean**2).clamp(min=1e-10).sqrt()
+        out = (feats - mean.to(feats.dtype)) / (std.to(feats.dtype) + 1e-5)
+        return out * valid.unsqueeze(-1)
+
+
+class LogMel(nn.Module):
+    """Waveforms -> (B, T, num_mel_bins) log-mel with ``cmvn`` "utterance" (per-utterance
+    statistics), "global" (corpus statistics learned while pre-training: GlobalCMVN) or
+    "none": the input block of the fbank-based upstreams."""
+
+    def __init__(self, num_mel_bins: int = 80, cmvn: str = "utterance"):
+        super().__init__()
+        if cmvn not in CMVN_MODES:
+            raise ConfigError(f"cmvn={cmvn!r}; valid values: {', '.join(CMVN_MODES)}")
+        self.kaldi = KaldiFrontend("fbank", num_mel_bins=num_mel_bins,
+                                   normalize=cmvn == "utterance")
+        self.global_cmvn = GlobalCMVN(num_mel_bins) if cmvn == "global" else None
+
+    def forward(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        feats, n = self.kaldi(wavs, lengths)
+        if self.global_cmvn is not None:
+            feats = self.global_cmvn(feats, n)
+        return feats, n
+
+
 def _deltas(f: Tensor) -> Tensor:
     """Kaldi-style regression deltas of (T, D) features, window 2."""
     import torchaudio.functional as F

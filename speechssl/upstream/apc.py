@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from speechssl.nn.frontend import HOP_SAMPLES, KaldiFrontend
+from speechssl.nn.frontend import HOP_SAMPLES, LogMel
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 
 
@@ -36,9 +36,10 @@ class APC(Upstream):
     downsample_rate = HOP_SAMPLES
 
     def __init__(self, input_dim: int = 80, hidden_size: int = 512, num_layers: int = 3,
-                 dropout: float = 0.1, residual: bool = True, n_future: int = 3):
+                 dropout: float = 0.1, residual: bool = True, n_future: int = 3,
+                 cmvn: str = "utterance"):
         super().__init__()
-        self.frontend = KaldiFrontend("fbank", num_mel_bins=input_dim)
+        self.frontend = LogMel(input_dim, cmvn)
         self.n_future = n_future
         self.residual = residual
         sizes = [input_dim] + [hidden_size] * num_layers

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from speechssl.nn import masking
-from speechssl.nn.frontend import HOP_SAMPLES, KaldiFrontend
+from speechssl.nn.frontend import HOP_SAMPLES, LogMel
 from speechssl.nn.transformer import TransformerEncoder
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 
@@ -45,9 +45,10 @@ class TransformerReconstruction(Upstream):
                  position: str = "sinusoidal", norm_first: bool = False,
                  time_mask_ratio: float = 0.15, time_mask_span: int = 7,
                  zero_prob: float = 0.8, random_prob: float = 0.1,
-                 channel_mask_width: int = 0, noise_prob: float = 0.0, noise_std: float = 0.2):
+                 channel_mask_width: int = 0, noise_prob: float = 0.0, noise_std: float = 0.2,
+                 cmvn: str = "utterance"):
         super().__init__()
-        self.frontend = KaldiFrontend("fbank", num_mel_bins=input_dim)
+        self.frontend = LogMel(input_dim, cmvn)
         self.downsample = downsample
         self.downsample_rate = HOP_SAMPLES * downsample
         self.time_mask_ratio, self.time_mask_span = time_mask_ratio, time_mask_span
@@ -117,10 +118,10 @@ class Mockingjay(TransformerReconstruction):
                  num_layers: int = 3, num_heads: int = 4, ff_size: int = 1024, dropout: float = 0.1,
                  position: str = "sinusoidal", norm_first: bool = False,
                  mask_ratio: float = 0.15, mask_span: int = 7, zero_prob: float = 0.8,
-                 random_prob: float = 0.1):
+                 random_prob: float = 0.1, cmvn: str = "utterance"):
         super().__init__(input_dim, downsample, hidden_size, num_layers, num_heads, ff_size,
                          dropout, position, norm_first, mask_ratio, mask_span, zero_prob,
-                         random_prob, channel_mask_width=0, noise_prob=0.0)
+                         random_prob, channel_mask_width=0, noise_prob=0.0, cmvn=cmvn)
 
 
 @register_upstream("tera")
@@ -134,7 +135,7 @@ class TERA(TransformerReconstruction):
                  position: str = "sinusoidal", norm_first: bool = False,
                  time_mask_ratio: float = 0.15, time_mask_span: int = 7, zero_prob: float = 0.8,
                  random_prob: float = 0.1, channel_mask_width: int = 20, noise_prob: float = 0.1,
-                 noise_std: float = 0.2):
+                 noise_std: float = 0.2, cmvn: str = "utterance"):
         super().__init__(input_dim, downsample, hidden_size, num_layers, num_heads, ff_size,
                          dropout, position, norm_first, time_mask_ratio, time_mask_span, zero_prob,
-                         random_prob, channel_mask_width, noise_prob, noise_std)
+                         random_prob, channel_mask_width, noise_prob, noise_std, cmvn)

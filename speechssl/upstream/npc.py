@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechssl.nn.frontend import HOP_SAMPLES, KaldiFrontend
+from speechssl.nn.frontend import HOP_SAMPLES, LogMel
 from speechssl.nn.masking import valid_mask
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 
@@ -52,11 +52,12 @@ class NPC(Upstream):
     downsample_rate = HOP_SAMPLES
 
     def __init__(self, input_dim: int = 80, hidden_size: int = 512, num_layers: int = 4,
-                 kernel_size: int = 15, mask_size: int = 5, dropout: float = 0.1):
+                 kernel_size: int = 15, mask_size: int = 5, dropout: float = 0.1,
+                 cmvn: str = "utterance"):
         super().__init__()
         if kernel_size % 2 == 0 or mask_size % 2 == 0:
             raise ValueError("kernel_size and mask_size must be odd")
-        self.frontend = KaldiFrontend("fbank", num_mel_bins=input_dim)
+        self.frontend = LogMel(input_dim, cmvn)
         half = kernel_size // 2
         sizes = [input_dim] + [hidden_size] * num_layers
         self.convs = nn.ModuleList(nn.Conv1d(sizes[i], hidden_size, kernel_size, padding=half)

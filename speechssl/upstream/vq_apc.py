@@ -25,8 +25,9 @@ class VQAPC(APC):
     def __init__(self, input_dim: int = 80, hidden_size: int = 512, num_layers: int = 3,
                  dropout: float = 0.1, residual: bool = True, n_future: int = 3,
                  vq_layer: int = -1, codebook_size: int = 512, groups: int = 1,
-                 temperature: tuple[float, float, float] | list[float] = (1.0, 0.5, 0.9999)):
-        super().__init__(input_dim, hidden_size, num_layers, dropout, residual, n_future)
+                 temperature: tuple[float, float, float] | list[float] = (1.0, 0.5, 0.9999),
+                 cmvn: str = "utterance"):
+        super().__init__(input_dim, hidden_size, num_layers, dropout, residual, n_future, cmvn)
         self.vq_layer = vq_layer % num_layers
         self.vq = GumbelQuantizer(hidden_size, codebook_size, hidden_size, groups, tuple(temperature))
         self.vq_proj = nn.Linear(hidden_size, hidden_size)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechssl.nn.frontend import HOP_SAMPLES, KaldiFrontend
+from speechssl.nn.frontend import HOP_SAMPLES, LogMel
 from speechssl.nn.masking import valid_mask
 from speechssl.nn.quantize import VectorQuantizer
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
@@ -36,9 +36,10 @@ class VQVAE(Upstream):
 
     def __init__(self, input_dim: int = 80, hidden_size: int = 256, strides: list[int] = (1, 1, 1),
                  kernel_size: int = 3, codebook_size: int = 512, beta: float = 0.25,
-                 ema: bool = True, ema_decay: float = 0.99, restart_threshold: float = 0.01):
+                 ema: bool = True, ema_decay: float = 0.99, restart_threshold: float = 0.01,
+                 cmvn: str = "utterance"):
         super().__init__()
-        self.frontend = KaldiFrontend("fbank", num_mel_bins=input_dim)
+        self.frontend = LogMel(input_dim, cmvn)
         self.strides, self.kernel_size = [int(s) for s in strides], kernel_size
         self.downsample_rate = HOP_SAMPLES * math.prod(self.strides)
         sizes = [input_dim] + [hidden_size] * len(self.strides)
