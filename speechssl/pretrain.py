@@ -64,13 +64,34 @@ def lr_at(step: int, pc: DictConfig) -> float:
     raise ConfigError(f"upstream.pretrain.decay={pc.decay!r}; valid: constant, linear, cosine")
 
 
+def pretrain_data(model: Upstream, corpus: Corpus, split: str, pc: DictConfig):
+    """(dataset, per-item sizes, batch budget, collate) of the pre-training ``split``. Audio:
+    the ``pretrain`` subset, sizes in seconds, ``pc.batch_seconds``; text upstreams: their
+    ``text-pretrain`` subset, sizes in (estimated) tokens, ``pc.batch_tokens``."""
+    if model.modality == "text":
+        from speechssl.text.data import TextDataset, approx_tokens, collate_text, text_items
+
+        items = text_items(corpus, model.pretrain_subset, split)
+        return (TextDataset(items, model.encode_ids), [approx_tokens(it) for it in items],
+                pc.batch_tokens, collate_text)
+    items = corpus.items("pretrain", split)
+    return AudioDataset(items), [it["duration"] for it in items], pc.batch_seconds, collate_audio
+
+
+def batch_inputs(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, lengths) of a batch on ``device``: waveforms (B, S) or token ids (B, T)."""
+    x = batch["tokens"] if "tokens" in batch else batch["audio"]
+    return x.to(device), batch["lengths"].to(device)
+
+
 @torch.no_grad()
-def dev_loss(model: Upstream, items: list[dict], device, batch_seconds: float) -> float:
+def dev_loss(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> float:
     model.eval()
-    sampler = LengthBucketSampler([it["duration"] for it in items], batch_seconds, shuffle=False)
+    dataset, sizes, budget, collate = pretrain_data(model, corpus, "dev", pc)
+    sampler = LengthBucketSampler(sizes, budget, shuffle=False)
     total, n = 0.0, 0
-    for batch in DataLoader(AudioDataset(items), batch_sampler=sampler, collate_fn=collate_audio):
-        out = model.pretrain_loss(batch["audio"].to(device), batch["lengths"].to(device))
+    for batch in DataLoader(dataset, batch_sampler=sampler, collate_fn=collate):
+        out = model.pretrain_loss(*batch_inputs(batch, device))
         total += float(out["loss"]) * len(batch["items"])
         n += len(batch["items"])
     model.train()
@@ -87,9 +108,8 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     model = build_from_config(cfg.upstream).to(device)
     if not model.can_pretrain:
         raise ConfigError(f"upstream {cfg.upstream.name!r} has nothing to pre-train")
-    items, dev_items = corpus.items("pretrain", "train"), corpus.items("pretrain", "dev")
-    dataset = AudioDataset(items)
-    sampler = LengthBucketSampler([it["duration"] for it in items], pc.batch_seconds,
+    dataset, sizes, budget, collate = pretrain_data(model, corpus, "train", pc)
+    sampler = LengthBucketSampler(sizes, budget,
                                   shuffle=True, seed=cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
     state = load_training_state(run / "last", model, opt) or {"step": 0, "epoch": 0, "pos": 0,
@@ -97,6 +117,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     if state["step"]:
         print(f"[pretrain] resuming {run} from step {state['step']}")
     (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg.upstream, resolve=True))
+    model.prepare(corpus, run, device)  # e.g. HuBERT's k-means targets, cached in the run
     writer = SummaryWriter(str(run / "tb"), purge_step=state["step"])
     model.train()
     start = time.time() - state["seconds"]
@@ -108,18 +129,19 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
         batches = list(sampler)[state["pos"]:]
         # its own generator: creating an iterator must not draw from the global RNG,
         # or a resumed run would see other dropout masks than an uninterrupted one
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_audio,
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
                             num_workers=cfg.num_workers, generator=torch.Generator())
         for batch in loader:
             lr = lr_at(state["step"], pc)
             for group in opt.param_groups:
                 group["lr"] = lr
-            out = model.pretrain_loss(batch["audio"].to(device), batch["lengths"].to(device))
+            out = model.pretrain_loss(*batch_inputs(batch, device))
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), pc.grad_clip)
             opt.step()
             state["step"] += 1
+            model.after_step(state["step"])  # e.g. data2vec's EMA teacher update
             state["pos"] += 1
             last_loss = out["loss"].item()
             bar.update(1)
@@ -137,7 +159,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
         else:
             state["epoch"], state["pos"] = state["epoch"] + 1, 0
     bar.close()
-    loss_dev = dev_loss(model, dev_items, device, pc.batch_seconds)
+    loss_dev = dev_loss(model, corpus, device, pc)
     writer.add_scalar("pretrain/dev_loss", loss_dev, state["step"])
     writer.close()
     final = run / "model.safetensors"
@@ -145,7 +167,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
             "corpus": corpus.name, "steps": str(state["step"])}
     save_weights(final, model, meta)
     summary = {"upstream": cfg.upstream.name, "corpus": corpus.name, "steps": state["step"],
-               "train_loss": last_loss, "dev_loss": loss_dev, "params": count_params(model),
+               "train_loss": last_loss, "dev_loss": loss_dev, "params": count_params(model, trainable_only=True),
                "wall_time_s": round(time.time() - start, 1), "weights": str(final)}
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"[pretrain] {cfg.upstream.name} on {corpus.name}: {state['step']} steps, "

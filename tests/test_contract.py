@@ -164,10 +164,11 @@ def test_describe(upstream, batch):
     assert info["hidden_size"] == batch[2].hidden_states[0].shape[-1]
 
 
-def test_pretrain_loss_if_any(upstream, batch):
+def test_pretrain_loss_if_any(upstream, batch, tiny_corpus, tmp_path):
     if not upstream.can_pretrain:
         pytest.skip(f"{type(upstream).__name__} has no pre-training loss")
     x, lengths, _ = batch
+    upstream.prepare(tiny_corpus, tmp_path, torch.device("cpu"))  # e.g. HuBERT's k-means targets
     torch.manual_seed(0)
     upstream.train()
     try:

@@ -89,3 +89,29 @@ def add_noise(x: Tensor, lengths: Tensor, which: Tensor, std: float,
     noise = torch.randn(x.shape, generator=generator).to(x.device) * std
     keep = (valid_mask(lengths, x.shape[1]) & which.to(x.device).unsqueeze(1)).unsqueeze(-1)
     return x + noise * keep
+
+
+def wav2vec2_mask(lengths: Tensor, prob: float, span: int, generator: torch.Generator,
+                  max_len: int | None = None, min_spans: int = 2) -> Tensor:
+    """Time masking of Baevski et al., 2020, "wav2vec 2.0" (also HuBERT, data2vec).
+
+    Each sequence of ``n`` valid frames gets ``int(prob * n + u)`` span starts (u uniform in
+    [0, 1); at least ``min_spans``), drawn without replacement from the ``n - span + 1``
+    possible starts; the ``span`` frames from each start are masked and spans may overlap,
+    so about 1 - (1 - prob) ** span of the frames end up masked (49 % for the paper's
+    p = 0.065, span 10; fairseq writes p as mask_prob = p * span = 0.65).
+    Returns (B, T) bool, True = masked; padding is never masked.
+    """
+    T = int(lengths.max()) if max_len is None else max_len
+    mask = torch.zeros(len(lengths), T, dtype=torch.bool)
+    for b, n in enumerate(lengths.tolist()):
+        s = max(1, min(span, n))
+        if n == 0 or prob <= 0:
+            continue
+        u = float(torch.rand((), generator=generator))
+        starts_possible = n - s + 1
+        k = min(max(int(prob * n + u), min_spans), starts_possible)
+        starts = torch.randperm(starts_possible, generator=generator)[:k]
+        idx = (starts.unsqueeze(1) + torch.arange(s)).flatten()
+        mask[b, idx] = True
+    return mask.to(lengths.device)

@@ -26,17 +26,23 @@ class GumbelQuantizer(nn.Module):
     """(B, T, in_dim) -> (B, T, code_dim) via ``groups`` Gumbel-softmax choices among
     ``num_codes`` entries each (hard one-hot forward, soft gradient). In eval mode the
     choice is the argmax. Temperature: max(end, start * decay ** step), step counted in
-    training calls and saved with the weights.
+    training calls and saved with the weights. ``init_std``: if given, the logit projection
+    starts as N(0, init_std^2) weights and zero bias (fairseq's wav2vec 2.0 uses 1, so the hard
+    choices are nearly deterministic from the start); None keeps PyTorch's default init.
     """
 
     def __init__(self, in_dim: int, num_codes: int, code_dim: int, groups: int = 1,
-                 temperature: tuple[float, float, float] = (2.0, 0.5, 0.999995)):
+                 temperature: tuple[float, float, float] = (2.0, 0.5, 0.999995),
+                 init_std: float | None = None):
         super().__init__()
         if code_dim % groups:
             raise ValueError(f"code_dim {code_dim} is not divisible by {groups} groups")
         self.num_codes, self.groups = num_codes, groups
         self.temp_start, self.temp_end, self.temp_decay = (float(t) for t in temperature)
         self.logits = nn.Linear(in_dim, groups * num_codes)
+        if init_std is not None:
+            nn.init.normal_(self.logits.weight, mean=0.0, std=init_std)
+            nn.init.zeros_(self.logits.bias)
         self.codebook = nn.Parameter(torch.randn(groups, num_codes, code_dim // groups))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
@@ -143,3 +149,37 @@ class VectorQuantizer(nn.Module):
                 self.codebook[dead] = z[pick]
                 self.embed_sum[dead] = z[pick]
                 self.cluster_size[dead] = 1.0
+
+
+class GroupedKMeansQuantizer(nn.Module):
+    """Online k-means quantizer with groups (Baevski et al., 2020, "vq-wav2vec", section 3.3).
+
+    (B, T, dim) is split into ``groups`` slices of dim / groups; each slice is replaced by its
+    nearest of ``num_codes`` entries of its own codebook (straight-through gradients). The
+    loss is ||sg(z) - q||^2 + gamma ||z - sg(q)||^2 (codebook + commitment, means over
+    elements of the valid frames).
+    """
+
+    def __init__(self, dim: int, num_codes: int, groups: int = 2, gamma: float = 0.25):
+        super().__init__()
+        if dim % groups:
+            raise ValueError(f"dim {dim} is not divisible by {groups} groups")
+        self.num_codes, self.groups, self.gamma = num_codes, groups, gamma
+        self.codebook = nn.Parameter(torch.randn(groups, num_codes, dim // groups)
+                                     / (dim // groups) ** 0.5)
+
+    def forward(self, z: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """z: (B, T, dim); mask: (B, T) valid. Returns quantized (B, T, dim), codes (B, T, G),
+        loss, commitment and code_perplexity."""
+        B, T, D = z.shape
+        zg = z.view(B, T, self.groups, D // self.groups)
+        codes = torch.stack([nearest_codes(zg[:, :, g].detach().flatten(0, 1),
+                                           self.codebook[g].detach()).view(B, T)
+                             for g in range(self.groups)], dim=-1)  # (B, T, G)
+        q = torch.stack([self.codebook[g][codes[..., g]] for g in range(self.groups)], dim=2)
+        commitment, codebook_loss = vq_losses(_flat(zg, mask), _flat(q, mask))
+        quantized = (zg + (q - zg).detach()).reshape(B, T, D)
+        usage = F.one_hot(_flat(codes, mask), self.num_codes).float()
+        return {"quantized": quantized, "codes": codes,
+                "loss": codebook_loss + self.gamma * commitment, "commitment": commitment,
+                "code_perplexity": perplexity(usage)}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-POSITIONS = ("sinusoidal", "learned", "none")
+POSITIONS = ("sinusoidal", "learned", "none", "conv")
 
 
 def sinusoidal_positions(T: int, dim: int, device=None) -> Tensor:
@@ -25,6 +25,29 @@ def sinusoidal_positions(T: int, dim: int, device=None) -> Tensor:
     table[:, 0::2] = torch.sin(pos * inv)
     table[:, 1::2] = torch.cos(pos * inv)[:, : dim // 2]
     return table
+
+
+class ConvPositions(nn.Module):
+    """Convolutional relative position embedding of Baevski et al., 2020, "wav2vec 2.0":
+    a grouped, weight-normalised conv over time (kernel ``kernel``, ``groups`` groups, "same"
+    length) followed by GELU. (B, T, D) -> (B, T, D), to be added to the input."""
+
+    def __init__(self, dim: int, kernel: int = 128, groups: int = 16):
+        super().__init__()
+        if dim % groups:
+            raise ValueError(f"hidden size {dim} is not divisible by {groups} conv groups")
+        conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+        std = math.sqrt(4.0 / (kernel * dim))
+        nn.init.normal_(conv.weight, mean=0.0, std=std)
+        nn.init.zeros_(conv.bias)
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.trim = 1 if kernel % 2 == 0 else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x.transpose(1, 2))
+        if self.trim:
+            y = y[..., :-self.trim]
+        return F.gelu(y).transpose(1, 2)
 
 
 class SelfAttention(nn.Module):
@@ -72,25 +95,35 @@ class TransformerLayer(nn.Module):
 class TransformerEncoder(nn.Module):
     """(B, T, D) inputs (already embedded) -> one (B, T, D) output per layer.
 
-    position: "sinusoidal", "learned" (``max_len`` positions) or "none" (the caller adds
-    its own, e.g. a convolutional one). Pre-LN adds a final layer norm to the last output.
+    position: "sinusoidal", "learned" (``max_len`` positions), "conv" (wav2vec 2.0's
+    convolutional relative positions, ``conv_pos_kernel`` / ``conv_pos_groups``) or "none"
+    (the caller adds its own). Pre-LN adds a final layer norm to the last output.
     """
 
     def __init__(self, dim: int, num_layers: int, heads: int, ff_dim: int, dropout: float = 0.1,
                  attention_dropout: float = 0.1, norm_first: bool = False,
-                 position: str = "sinusoidal", max_len: int = 4096, activation: str = "gelu"):
+                 position: str = "sinusoidal", max_len: int = 4096, activation: str = "gelu",
+                 conv_pos_kernel: int = 128, conv_pos_groups: int = 16):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position {position!r}; valid: {', '.join(POSITIONS)}")
         self.position, self.norm_first = position, norm_first
         self.pos_embed = nn.Embedding(max_len, dim) if position == "learned" else None
+        if position == "conv":
+            self.pos_conv = ConvPositions(dim, conv_pos_kernel, conv_pos_groups)
         self.layers = nn.ModuleList(
             TransformerLayer(dim, heads, ff_dim, dropout, attention_dropout, norm_first, activation)
             for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim) if norm_first else None
 
-    def add_positions(self, x: Tensor) -> Tensor:
+    def add_positions(self, x: Tensor, key_padding: Tensor | None = None) -> Tensor:
+        """x: (B, T, D) -> x plus positions; key_padding (B, T) True at padding, which the
+        convolutional positions read as zeros."""
         T = x.shape[1]
+        if self.position == "conv":
+            if key_padding is not None:
+                x = x.masked_fill(key_padding.unsqueeze(-1), 0.0)
+            return x + self.pos_conv(x)
         if self.position == "sinusoidal":
             return x + sinusoidal_positions(T, x.shape[-1], x.device).to(x.dtype)
         if self.position == "learned":

@@ -3,12 +3,18 @@
 from speechssl.upstream import (  # noqa: F401
     apc,
     baselines,
+    cpc,
+    data2vec,
     hf,
+    hubert,
     mockingjay,
     npc,
     torchaudio_models,
     vq_apc,
+    vq_wav2vec,
     vqvae,
+    wav2vec,
+    wav2vec2,
 )
 from speechssl.upstream.base import (
     Upstream,

@@ -43,6 +43,16 @@ class Upstream(nn.Module):
         """Self-supervised loss: {"loss": scalar, **scalars to log}."""
         raise NotImplementedError(f"upstream {type(self).__name__} has no pre-training loss")
 
+    def prepare(self, corpus, run_dir, device) -> None:
+        """Called by the pre-training loop before its first step (and again on resume),
+        with the Corpus, the run directory (for caches such as HuBERT's k-means targets)
+        and the device. The default does nothing."""
+
+    def after_step(self, step: int) -> None:
+        """Called by the pre-training loop after each optimizer step; ``step`` counts the
+        steps done so far (1 after the first). The default does nothing; data2vec updates
+        its EMA teacher here."""
+
     def weights_hash(self) -> str | None:
         """A hash of weights the upstream loaded itself (say, from a local checkpoint
         directory named in its options); None when its weights come from us."""

@@ -1,0 +1,237 @@
+"""HuBERT: Hsu, Bolte, Tsai, Lakhotia, Salakhutdinov and Mohamed, 2021, "HuBERT:
+Self-Supervised Speech Representation Learning by Masked Prediction of Hidden Units".
+
+The wav2vec 2.0 backbone (stride 320) reads masked input (p = 0.08, span 10) and predicts,
+at every frame, the k-means cluster of that frame: logits are cosine similarities between
+the projected output and one embedding per cluster, divided by 0.1; cross-entropy on the
+masked frames plus ``unmasked_weight`` (0 in the paper) times that on the unmasked ones.
+Iteration 1 clusters 39-dim MFCC (13 + deltas + delta-deltas, 10 ms: the target of frame t
+is that of MFCC frame 2t) into 100 clusters; iteration 2 (``iteration=2 teacher=<ckpt>``)
+clusters layer ``teacher_layer`` (the middle one by default) of the iteration-1 model into
+500. The k-means step runs in ``prepare`` (called by the pre-training loop before step 0):
+scikit-learn MiniBatchKMeans, centroids cached in the run directory and kept as a buffer,
+so every batch's targets are the nearest centroids of its features.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechssl.errors import ConfigError
+from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES, frame_mask
+from speechssl.nn.frontend import HOP_SAMPLES, KaldiFrontend
+from speechssl.nn.kmeans import assign, cluster_quality, fit_kmeans, speech_frames
+from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
+from speechssl.upstream.wav2vec2 import MaskedBackbone
+
+
+def _teacher_options(path: str) -> dict:
+    """The model options stored in an iteration-1 checkpoint's metadata."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"upstream.teacher={path!r}: checkpoint file not found")
+    with safe_open(str(p), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("upstream", "hubert") != "hubert":
+        raise ConfigError(f"upstream.teacher={path!r} is a {meta['upstream']!r} checkpoint, "
+                          "not hubert")
+    return json.loads(meta.get("options", "{}"))
+
+
+@register_upstream("hubert")
+class HuBERT(Upstream):
+    """Hidden states: the transformer input and each transformer layer, all ``hidden_size``
+    wide, 320 samples per frame. ``codes`` gives the k-means targets of an input."""
+
+    contract_options = {"conv_dim": 32, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                        "ff_size": 64, "conv_pos_kernel": 8, "conv_pos_groups": 4, "final_dim": 16,
+                        "num_clusters": 8}  # tests
+
+    def __init__(self, conv_dim: int = 512, conv_kernels: list[int] = WAV2VEC2_KERNELS,
+                 conv_strides: list[int] = WAV2VEC2_STRIDES, hidden_size: int = 768,
+                 num_layers: int = 12, num_heads: int = 12, ff_size: int = 3072,
+                 dropout: float = 0.1, attention_dropout: float = 0.1,
+                 feature_dropout: float = 0.1, conv_pos_kernel: int = 128,
+                 conv_pos_groups: int = 16, mask_prob: float = 0.08, mask_span: int = 10,
+                 final_dim: int = 256, num_clusters: int = 100, logit_temp: float = 0.1,
+                 unmasked_weight: float = 0.0, feature_penalty: float = 10.0,
+                 feature_grad_mult: float = 0.1, iteration: int = 1,
+                 teacher: str | None = None, teacher_layer: int | None = None,
+                 kmeans_seed: int = 0, kmeans_max_frames: int = 200000, kmeans_n_init: int = 3,
+                 kmeans_utterances: int = 0):
+        super().__init__()
+        if iteration not in (1, 2):
+            raise ConfigError(f"upstream.iteration={iteration}; valid: 1, 2")
+        if iteration == 2 and not teacher:
+            raise ConfigError("upstream.iteration=2 needs upstream.teacher=<iteration-1 ckpt>")
+        if num_clusters < 2:
+            raise ConfigError(f"upstream.num_clusters={num_clusters} must be >= 2")
+        self.backbone = MaskedBackbone(conv_dim, conv_kernels, conv_strides, "group_first",
+                                       hidden_size, num_layers, num_heads, ff_size, dropout,
+                                       attention_dropout, feature_dropout, conv_pos_kernel,
+                                       conv_pos_groups, mask_prob, mask_span, feature_grad_mult)
+        self.downsample_rate = self.backbone.features.stride
+        self.final_proj = nn.Linear(hidden_size, final_dim)
+        self.label_embs = nn.Parameter(torch.randn(num_clusters, final_dim) * final_dim ** -0.5)
+        self.iteration, self.teacher_path = iteration, teacher
+        self._teacher: list[Upstream] = []  # a list, so it stays out of state_dict/parameters
+        if iteration == 1:
+            if self.downsample_rate % HOP_SAMPLES:
+                raise ConfigError(f"hubert: {self.downsample_rate} samples per frame is not a "
+                                  f"multiple of the MFCC hop ({HOP_SAMPLES}); change conv_strides")
+            self.mfcc = KaldiFrontend("mfcc", num_ceps=13, deltas=True)
+            target_dim, self.label_ratio = self.mfcc.dim, self.downsample_rate // HOP_SAMPLES
+        else:
+            opts = _teacher_options(teacher)
+            t_layers = int(opts.get("num_layers", 12))
+            self.teacher_layer = t_layers // 2 if teacher_layer is None else int(teacher_layer)
+            if not 0 <= self.teacher_layer <= t_layers:
+                raise ConfigError(f"upstream.teacher_layer={teacher_layer}: the teacher has "
+                                  f"hidden states 0..{t_layers}")
+            target_dim, self.label_ratio = int(opts.get("hidden_size", 768)), 1
+            self._teacher_opts = opts
+        self.register_buffer("centroids", torch.zeros(num_clusters, target_dim))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.num_clusters, self.logit_temp = num_clusters, logit_temp
+        self.unmasked_weight, self.feature_penalty = unmasked_weight, feature_penalty
+        self.kmeans_seed, self.kmeans_max_frames = kmeans_seed, kmeans_max_frames
+        self.kmeans_n_init, self.kmeans_utterances = kmeans_n_init, kmeans_utterances
+
+    # ---- targets -------------------------------------------------------------------------
+    def teacher(self) -> Upstream:
+        """The frozen iteration-1 model (loaded on first use; not part of this model)."""
+        if not self._teacher:
+            from speechssl.checkpoint import load_weights
+
+            model = HuBERT(**{k: v for k, v in self._teacher_opts.items()})
+            load_weights(self.teacher_path, model)
+            model.eval().requires_grad_(False)
+            self._teacher.append(model.to(self.centroids.device))
+        return self._teacher[0]
+
+    @torch.no_grad()
+    def target_features(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S) -> the features that are clustered (B, T', F) and their frames (B,):
+        MFCC + deltas at 10 ms (iteration 1), or the teacher's layer (iteration 2)."""
+        if self.iteration == 1:
+            return self.mfcc(wavs, lengths)
+        out = self.teacher()(wavs, lengths)
+        return out.hidden_states[self.teacher_layer], out.lengths
+
+    @torch.no_grad()
+    def targets(self, wavs: Tensor, lengths: Tensor, T: int) -> Tensor:
+        """(B, S) -> cluster ids (B, T) at the model's frame rate (nearest centroids)."""
+        if not bool(self.fitted):
+            raise ConfigError("hubert has no k-means targets yet: pre-train it through "
+                              "speechssl.pretrain (which calls prepare) or call prepare first")
+        feats, m = self.target_features(wavs, lengths)
+        idx = (torch.arange(T, device=feats.device) * self.label_ratio).unsqueeze(0)
+        idx = torch.minimum(idx, (m - 1).clamp(min=0).unsqueeze(1))  # (B, T)
+        picked = feats.gather(1, idx.unsqueeze(-1).expand(-1, -1, feats.shape[-1]))
+        return assign(picked, self.centroids)
+
+    @torch.no_grad()
+    def prepare(self, corpus, run_dir, device) -> None:
+        """Fit the k-means targets on the corpus's pre-training split (or reuse the run's
+        cache) and print their quality."""
+        cache = Path(run_dir) / f"kmeans-iter{self.iteration}.pt"
+        if cache.is_file():
+            saved = torch.load(cache, map_location="cpu", weights_only=True)
+            self.set_centroids(saved["centroids"])
+            print(f"[hubert] reusing k-means targets {cache}")
+            return
+        items = corpus.items("pretrain", "train")
+        if 0 < self.kmeans_utterances < len(items):  # a seeded subset of utterances
+            pick = np.random.RandomState(self.kmeans_seed).choice(len(items),
+                                                                  self.kmeans_utterances, False)
+            items = [items[i] for i in sorted(pick)]
+        centroids, report = self.fit_targets(items, device)
+        self.set_centroids(centroids)
+        torch.save({"centroids": self.centroids.cpu()}, cache)
+        (Path(run_dir) / f"kmeans-iter{self.iteration}.json").write_text(json.dumps(report,
+                                                                                   indent=1))
+
+    def set_centroids(self, centroids: Tensor) -> None:
+        if tuple(centroids.shape) != tuple(self.centroids.shape):
+            raise ConfigError(f"k-means centroids of shape {tuple(centroids.shape)} do not fit "
+                              f"this hubert ({tuple(self.centroids.shape)})")
+        self.centroids.copy_(centroids.to(self.centroids))
+        self.fitted.fill_(True)
+
+    @torch.no_grad()
+    def fit_targets(self, items: list[dict], device) -> tuple[Tensor, dict]:
+        """k-means on the target features of ``items`` -> (centroids (K, F), quality report).
+
+        Quality: cluster perplexity and usage, and purity / PNMI against energy-based
+        speech/silence frame labels (the corpus has phoneme strings but no alignments, so
+        phone purity cannot be measured honestly)."""
+        from speechssl.data.audio import load_audio
+
+        feats, speech = [], []
+        for it in items:
+            wav = load_audio(it["path"], self.sample_rate).to(device)
+            f, m = self.target_features(wav.unsqueeze(0), torch.tensor([wav.numel()], device=device))
+            f = f[0, : int(m[0])].float().cpu()
+            hop = HOP_SAMPLES * (1 if self.iteration == 1 else self.downsample_rate // HOP_SAMPLES)
+            feats.append(f.numpy())
+            speech.append(speech_frames(wav.cpu(), f.shape[0], hop=hop))
+        allf = np.concatenate(feats)
+        centroids = fit_kmeans(allf, self.num_clusters, self.kmeans_seed, self.kmeans_max_frames,
+                               n_init=self.kmeans_n_init)
+        clusters = assign(torch.from_numpy(allf), torch.from_numpy(centroids)).numpy()
+        report = cluster_quality(np.concatenate(speech), clusters)
+        report = {"iteration": self.iteration, "frames": int(allf.shape[0]),
+                  "num_clusters": self.num_clusters, "speech_silence_purity": report["purity"],
+                  "speech_silence_pnmi": report["pnmi"], "cluster_perplexity": report["perplexity"],
+                  "clusters_used": report["clusters_used"]}
+        print(f"[hubert] k-means iteration {self.iteration}: {report['frames']} frames, "
+              f"{self.num_clusters} clusters, {report['clusters_used']} used, perplexity "
+              f"{report['cluster_perplexity']:.1f}; vs energy speech/silence labels: purity "
+              f"{report['speech_silence_purity']:.3f}, PNMI {report['speech_silence_pnmi']:.3f} "
+              "(no phone alignments in the corpus, so no phone purity)")
+        return torch.from_numpy(centroids), report
+
+    # ---- model ---------------------------------------------------------------------------
+    def forward(self, wavs: Tensor, lengths: Tensor) -> UpstreamOutput:
+        _, _, x, n = self.backbone.encode(wavs, lengths)
+        return UpstreamOutput(hidden_states=self.backbone.contextualize(x, n), lengths=n)
+
+    @torch.no_grad()
+    def codes(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The k-means target ids (B, T) (-1 at padding) and frames (B,)."""
+        n = self.backbone.features.output_lengths(lengths)
+        T = int(n.max())
+        return self.targets(wavs, lengths, T).masked_fill(~frame_mask(n, T), -1), n
+
+    def logits(self, h: Tensor) -> Tensor:
+        """(N, hidden) -> (N, num_clusters): cosine(final_proj(h), label embedding) / temp."""
+        return F.cosine_similarity(self.final_proj(h).float().unsqueeze(1),
+                                   self.label_embs.float().unsqueeze(0), dim=-1) / self.logit_temp
+
+    def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
+        raw, _, x, n = self.backbone.encode(wavs, lengths)
+        T = x.shape[1]
+        valid = frame_mask(n, T)
+        target = self.targets(wavs, lengths, T)
+        mask = self.backbone.mask(n, T)
+        h = self.backbone.contextualize(x, n, mask)[-1]
+        out, loss = {}, self.feature_penalty * raw[valid].float().pow(2).mean()
+        for name, sel, weight in (("masked", mask & valid, 1.0),
+                                  ("unmasked", ~mask & valid, self.unmasked_weight)):
+            if not sel.any():
+                continue
+            logits = self.logits(h[sel])
+            ce = F.cross_entropy(logits, target[sel])
+            if weight > 0:
+                loss = loss + weight * ce
+            out[f"loss_{name}"] = ce.detach()
+            out[f"accuracy_{name}"] = (logits.argmax(-1) == target[sel]).float().mean()
+        return {"loss": loss, **out}

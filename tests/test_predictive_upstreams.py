@@ -1,0 +1,221 @@
+"""Predictive and bootstrapping upstreams (Issue 4): hubert (k-means targets, iterations 1
+and 2) and data2vec (EMA teacher), including the pre-training loop's hooks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from speechssl.checkpoint import load_weights, save_weights
+from speechssl.errors import ConfigError
+from speechssl.upstream import build_upstream
+
+BACKBONE = {"conv_dim": 32, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "ff_size": 64,
+            "conv_pos_kernel": 16, "conv_pos_groups": 4, "dropout": 0.0,
+            "attention_dropout": 0.0}
+HUBERT = {**BACKBONE, "final_dim": 16, "num_clusters": 12, "feature_dropout": 0.0,
+          "kmeans_n_init": 1, "kmeans_max_frames": 5000, "kmeans_utterances": 6}
+DATA2VEC = {**BACKBONE, "top_k": 2, "ema_start": 0.9, "ema_end": 0.99, "ema_anneal_steps": 10}
+
+
+@pytest.fixture(scope="module")
+def tiny_items(tiny_corpus):
+    return tiny_corpus.items("pretrain", "train")[:6]
+
+
+@pytest.fixture(scope="module")
+def tiny_batch(tiny_items):
+    from speechssl.data.batching import AudioDataset, collate_audio
+
+    batch = collate_audio([AudioDataset(tiny_items)[i] for i in range(4)])
+    # one second from 0.5 s into each utterance: short enough for a few dozen fast steps
+    return {"audio": batch["audio"][:, 8000:24000].contiguous(),
+            "lengths": torch.full((4,), 16000)}
+
+
+@pytest.fixture(scope="module")
+def centroids(tiny_items):
+    torch.manual_seed(0)
+    return build_upstream("hubert", **HUBERT).fit_targets(tiny_items, torch.device("cpu"))[0]
+
+
+def _hubert(centroids, **kw):
+    up = build_upstream("hubert", **{**HUBERT, **kw})
+    up.set_centroids(centroids)
+    return up
+
+
+def _train(up, batch, steps: int, lr: float, hook: bool = False) -> None:
+    opt = torch.optim.Adam([p for p in up.parameters() if p.requires_grad], lr=lr)
+    for step in range(1, steps + 1):
+        out = up.pretrain_loss(batch["audio"], batch["lengths"])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        if hook:
+            up.after_step(step)
+
+
+def _fixed(up, batch) -> dict:
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return {k: float(v) for k, v in up.pretrain_loss(batch["audio"], batch["lengths"]).items()}
+
+
+def test_hubert_targets_are_stable_and_printed(tiny_items, centroids, capsys):
+    again, report = build_upstream("hubert", **HUBERT).fit_targets(tiny_items, torch.device("cpu"))
+    assert torch.equal(again, centroids)  # fixed kmeans_seed: the same clusters
+    assert centroids.shape == (12, 39)  # MFCC 13 + deltas + delta-deltas
+    assert 1 < report["cluster_perplexity"] <= 12 and 0 <= report["speech_silence_pnmi"] <= 1
+    assert "purity" in capsys.readouterr().out
+
+
+def test_hubert_targets_follow_the_label_rate(centroids, tiny_batch):
+    up = _hubert(centroids).eval()
+    x, n = tiny_batch["audio"][:2], tiny_batch["lengths"][:2]
+    codes, m = up.codes(x, n)
+    assert codes.shape == (2, int(m.max())) and (codes[0, : int(m[0])] >= 0).all()
+    mfcc, _ = up.mfcc(x[:1, : int(n[0])], n[:1])
+    from speechssl.nn.kmeans import assign
+
+    # model frame t (20 ms) takes the cluster of MFCC frame 2t (10 ms)
+    assert torch.equal(codes[0, :10], assign(mfcc[0, 0:20:2], centroids))
+
+
+def test_hubert_loss_falls_on_masked_frames(centroids, tiny_batch):
+    torch.manual_seed(0)
+    up = _hubert(centroids).train()
+    before = _fixed(up, tiny_batch)
+    _train(up, tiny_batch, 20, 3e-3)
+    after = _fixed(up, tiny_batch)
+    assert after["loss_masked"] < 0.85 * before["loss_masked"], (before, after)
+    assert after["accuracy_masked"] > 1 / 12  # above uniform guessing among 12 clusters
+
+
+def test_hubert_unmasked_weight_adds_the_unmasked_loss(centroids, tiny_batch):
+    x, n = tiny_batch["audio"][:2], tiny_batch["lengths"][:2]
+    torch.manual_seed(0)
+    a = _hubert(centroids, feature_penalty=0.0)
+    torch.manual_seed(5)
+    out_a = a.pretrain_loss(x, n)
+    assert out_a["loss"].item() == pytest.approx(out_a["loss_masked"].item(), rel=1e-6)
+    a.unmasked_weight = 0.5
+    torch.manual_seed(5)
+    out_b = a.pretrain_loss(x, n)
+    assert out_b["loss"].item() == pytest.approx(
+        out_b["loss_masked"].item() + 0.5 * out_b["loss_unmasked"].item(), rel=1e-6)
+
+
+def test_hubert_without_targets_says_so(tiny_batch):
+    up = build_upstream("hubert", **HUBERT)
+    with pytest.raises(ConfigError, match="k-means"):
+        up.pretrain_loss(tiny_batch["audio"][:1], tiny_batch["lengths"][:1])
+    with pytest.raises(ConfigError, match="teacher"):
+        build_upstream("hubert", **HUBERT, iteration=2)
+    with pytest.raises(ConfigError, match="not found"):
+        build_upstream("hubert", **HUBERT, iteration=2, teacher="/nonexistent.safetensors")
+
+
+def test_hubert_iteration_two_clusters_a_teacher_layer(centroids, tiny_items, tiny_batch,
+                                                        tmp_path):
+    torch.manual_seed(0)
+    first = _hubert(centroids)
+    path = tmp_path / "iter1.safetensors"
+    save_weights(path, first, {"upstream": "hubert", "options": json.dumps(HUBERT)})
+    second = build_upstream("hubert", **{**HUBERT, "num_clusters": 8}, iteration=2,
+                            teacher=str(path))
+    assert second.teacher_layer == 1 and second.centroids.shape == (8, 32)
+    c2, report = second.fit_targets(tiny_items[:3], torch.device("cpu"))
+    second.set_centroids(c2)
+    codes, m = second.eval().codes(tiny_batch["audio"][:2], tiny_batch["lengths"][:2])
+    feats = first.eval()(tiny_batch["audio"][:2], tiny_batch["lengths"][:2]).hidden_states[1]
+    from speechssl.nn.kmeans import assign
+
+    assert torch.equal(codes[0, : int(m[0])], assign(feats[0, : int(m[0])], c2))
+    assert "teacher" not in " ".join(second.state_dict())  # the teacher is not saved with it
+
+
+@pytest.mark.parametrize("name", ["hubert", "data2vec"])
+def test_checkpoint_reloads_to_identical_outputs(name, centroids, tiny_batch, tmp_path):
+    torch.manual_seed(0)
+    up = _hubert(centroids) if name == "hubert" else build_upstream(name, **DATA2VEC)
+    x, n = tiny_batch["audio"][:2], tiny_batch["lengths"][:2]
+    up.train().pretrain_loss(x, n)["loss"].backward()
+    up.after_step(1)
+    save_weights(tmp_path / "w.safetensors", up)
+    torch.manual_seed(1)
+    again = build_upstream(name, **(HUBERT if name == "hubert" else DATA2VEC))
+    load_weights(tmp_path / "w.safetensors", again)
+    with torch.no_grad():
+        a, b = up.eval()(x, n), again.eval()(x, n)
+    assert len(a.hidden_states) == 3 and a.lengths.tolist() == b.lengths.tolist()
+    for h, k in zip(a.hidden_states, b.hidden_states, strict=True):
+        assert torch.equal(h, k)
+    for k, v in up.state_dict().items():  # the teacher and the centroids too
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_data2vec_targets_are_normalised_top_layer_means():
+    from speechssl.upstream.data2vec import instance_norm, layer_average_targets
+
+    valid = torch.tensor([[True, True, True, False]])
+    h = torch.tensor([[[1.0], [2.0], [3.0], [50.0]]])
+    normed = instance_norm(h, valid)
+    assert normed[0, :3, 0].tolist() == pytest.approx([-1.2247, 0.0, 1.2247], abs=1e-3)
+    assert normed[0, 3, 0].item() == 0.0
+    t = layer_average_targets([h * 10, h, -h], valid, top_k=2)
+    assert t.abs().max().item() == pytest.approx(0.0, abs=1e-6)  # mean of normed h and -h
+
+
+def test_data2vec_loss_falls_and_teacher_follows_ema(tiny_batch):
+    torch.manual_seed(0)
+    up = build_upstream("data2vec", **DATA2VEC).train()
+    assert up.teacher.training is False
+    assert not any(p.requires_grad for p in up.teacher.parameters())
+    t0 = [p.detach().clone() for p in up.teacher.parameters()]
+    before = _fixed(up, tiny_batch)
+    _train(up, tiny_batch, 1, 3e-3)
+    s1 = [p.detach().clone() for p in up.backbone.context.parameters()]
+    tau = up.current_decay()
+    assert tau == pytest.approx(0.9)
+    up.after_step(1)
+    for t, s, new in zip(t0, s1, up.teacher.parameters(), strict=True):
+        assert torch.allclose(new, tau * t + (1 - tau) * s, atol=1e-7)
+    assert up.current_decay() == pytest.approx(0.909)
+    _train(up, tiny_batch, 20, 3e-3, hook=True)
+    after = _fixed(up, tiny_batch)
+    assert after["loss"] < 0.9 * before["loss"], (before, after)
+
+
+def _small(name: str) -> list[str]:
+    opts = HUBERT if name == "hubert" else DATA2VEC
+    return [f"upstream={name}", *(f"upstream.{k}={v}" for k, v in opts.items()),
+            "upstream.pretrain.batch_seconds=12", "upstream.pretrain.save_every=2",
+            "upstream.pretrain.log_every=1"]
+
+
+@pytest.mark.parametrize("name", ["data2vec", "hubert"])
+def test_pretrain_hooks_and_exact_resume(name, make_cfg, tiny_corpus, tmp_path, capsys):
+    """pretrain.py calls prepare (HuBERT's k-means, cached in the run) and after_step
+    (data2vec's EMA); an interrupted run resumes to the same weights, teacher included."""
+    from speechssl.pretrain import pretrain, pretrain_dir
+
+    full = make_cfg(*_small(name), "upstream.pretrain.steps=3", f"out_dir={tmp_path / 'a'}")
+    w_full = load_file(pretrain(full, tiny_corpus, torch.device("cpu")))
+    first = make_cfg(*_small(name), "upstream.pretrain.steps=2", f"out_dir={tmp_path / 'b'}")
+    pretrain(first, tiny_corpus, torch.device("cpu"))
+    second = make_cfg(*_small(name), "upstream.pretrain.steps=3", f"out_dir={tmp_path / 'b'}")
+    w_resumed = load_file(pretrain(second, tiny_corpus, torch.device("cpu")))
+    assert w_full.keys() == w_resumed.keys()
+    for k in w_full:
+        assert torch.equal(w_full[k], w_resumed[k]), k
+    out = capsys.readouterr().out
+    if name == "hubert":
+        assert (pretrain_dir(second, tiny_corpus) / "kmeans-iter1.pt").is_file()
+        assert "reusing k-means targets" in out and "PNMI" in out
+        assert bool(w_full["fitted"])
+    else:
+        assert int(w_full["ema_steps"]) == 3
