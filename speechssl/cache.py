@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
+from speechssl.errors import ConfigError
 from speechssl.upstream.base import Upstream
 
 
@@ -17,7 +18,12 @@ def extract_features(upstream: Upstream, items: list[dict], device: torch.device
                      batch_seconds: float = 160.0, num_workers: int = 0,
                      progress: bool = True, desc: str = "features") -> list[Tensor]:
     """Run the frozen upstream over ``items``; returns one (L, T_i, D) fp16 CPU tensor
-    per item, in item order. Batches are length-bucketed by total padded duration."""
+    per item, in item order. Batches are length-bucketed by total padded duration (text
+    upstreams: see :func:`extract_text_features`)."""
+    check_modality(upstream, items)
+    if getattr(upstream, "modality", "audio") == "text":
+        return extract_text_features(upstream, items, device, max_tokens=int(batch_seconds * 100),
+                                     progress=progress, desc=desc)
     upstream.eval()
     sampler = LengthBucketSampler([it["duration"] for it in items], max_total=batch_seconds,
                                   shuffle=False)
@@ -32,6 +38,52 @@ def extract_features(upstream: Upstream, items: list[dict], device: torch.device
         for b, idx in enumerate(batch["index"].tolist()):
             feats[idx] = stacked[:, b, : int(out.lengths[b])].clone()
         bar.update(len(batch["items"]))
+    bar.close()
+    return feats  # type: ignore[return-value]
+
+
+def check_modality(upstream: Upstream, items: list[dict]) -> None:
+    """ConfigError when text items meet an audio upstream or audio items a text upstream."""
+    if not items:
+        return
+    modality = getattr(upstream, "modality", "audio")
+    item_is_text = "path" not in items[0] and ("text" in items[0] or "words" in items[0])
+    if item_is_text != (modality == "text"):
+        kind = "text" if item_is_text else "audio"
+        raise ConfigError(f"upstream {getattr(upstream, 'name', type(upstream).__name__)!r} "
+                          f"reads {modality} but the task's items are {kind} "
+                          f"({items[0].get('_manifest', 'items')}): pair text tasks with a text "
+                          f"upstream (bert, gpt, hf text models) and speech tasks with an audio one")
+
+
+@torch.inference_mode()
+def extract_text_features(upstream: Upstream, items: list[dict], device: torch.device,
+                          max_tokens: int = 16000, progress: bool = True,
+                          desc: str = "features") -> list[Tensor]:
+    """Text: tokenize each item with the upstream's own tokenizer, run padded batches of at
+    most ``max_tokens`` padded tokens (``extract_batch_seconds`` x 100, one token standing
+    for one 10 ms frame); returns one (L, T_i, D) fp16 tensor per item (T_i tokens).
+
+    Each item gets ``item["_tokens"]``: the Encoded (ids, word_ids, offsets, sequence_ids)
+    that the text tasks use to map tokens back to words, labels and answer spans.
+    """
+    from speechssl.text.data import pad_ids
+
+    upstream.eval()
+    encoded = [upstream.encode(it) for it in items]
+    for it, enc in zip(items, encoded, strict=True):
+        it["_tokens"] = enc
+    sampler = LengthBucketSampler([len(e.ids) for e in encoded], max_total=max_tokens,
+                                  shuffle=False)
+    feats: list[Tensor | None] = [None] * len(items)
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, unit="text", leave=False)
+    for idx in sampler:
+        ids, lengths = pad_ids([torch.tensor(encoded[i].ids) for i in idx], upstream.pad_id)
+        out = upstream(ids.to(device), lengths.to(device))
+        stacked = torch.stack(out.hidden_states, dim=0).to("cpu", torch.float16)  # (L, B, T, D)
+        for b, i in enumerate(idx):
+            feats[i] = stacked[:, b, : int(out.lengths[b])].clone()
+        bar.update(len(idx))
     bar.close()
     return feats  # type: ignore[return-value]
 

@@ -462,3 +462,102 @@ def mean_average_precision(scores, labels) -> float:
         recall_steps = _np.diff(hits, prepend=0) / hits[-1]
         aps.append(float((recall_steps * hits / seen).sum()))
     return float(_np.mean(aps))
+
+
+# --- text tasks: GLUE (Wang et al., 2019) and SQuAD v1.1 (Rajpurkar et al., 2016) ---------
+# Like every score above, in percent (x100, as the GLUE and SQuAD leaderboards print them).
+
+def _paired_lists(preds, refs) -> tuple[list, list]:
+    preds = preds.tolist() if hasattr(preds, "tolist") else list(preds)
+    refs = refs.tolist() if hasattr(refs, "tolist") else list(refs)
+    if len(preds) != len(refs):
+        raise ValueError(f"got {len(preds)} predictions but {len(refs)} references")
+    if not refs:
+        raise ValueError("a score of an empty set is undefined")
+    return preds, refs
+
+
+def matthews_corrcoef(preds: Sequence[Hashable], refs: Sequence[Hashable]) -> float:
+    """Matthews correlation (CoLA) x 100, for any number of classes (Gorodkin's R_K, which
+    is the binary MCC for two classes); 0 when it is undefined (one class only)."""
+    preds, refs = _paired_lists(preds, refs)
+    labels = sorted(set(refs) | set(preds), key=str)
+    index = {c: i for i, c in enumerate(labels)}
+    conf = _np.zeros((len(labels), len(labels)))
+    for p, r in zip(preds, refs, strict=True):
+        conf[index[r], index[p]] += 1
+    t, p = conf.sum(1), conf.sum(0)  # true and predicted counts per class
+    n, correct = conf.sum(), _np.trace(conf)
+    den = _np.sqrt((n * n - (p * p).sum()) * (n * n - (t * t).sum()))
+    return 0.0 if den == 0 else float(100.0 * (correct * n - (t * p).sum()) / den)
+
+
+def binary_f1(preds: Sequence[Hashable], refs: Sequence[Hashable], positive: Hashable = "1") -> float:
+    """F1 of the ``positive`` class x 100 (MRPC, QQP); 0 when nothing is positive."""
+    preds, refs = _paired_lists(preds, refs)
+    tp = sum(p == positive and r == positive for p, r in zip(preds, refs, strict=True))
+    fp = sum(p == positive and r != positive for p, r in zip(preds, refs, strict=True))
+    fn = sum(p != positive and r == positive for p, r in zip(preds, refs, strict=True))
+    return 0.0 if tp == 0 else 100.0 * 2 * tp / (2 * tp + fp + fn)
+
+
+def pearson(preds: Sequence[float], refs: Sequence[float]) -> float:
+    """Pearson correlation x 100 (STS-B); 0 when either side is constant."""
+    x, y = (_np.asarray(v, dtype=float) for v in _paired_lists(preds, refs))
+    x, y = x - x.mean(), y - y.mean()
+    den = _np.sqrt((x * x).sum() * (y * y).sum())
+    return 0.0 if den == 0 else float(100.0 * (x * y).sum() / den)
+
+
+def _average_ranks(v: _np.ndarray) -> _np.ndarray:
+    """Ranks 1..n, ties sharing their mean rank."""
+    order = _np.argsort(v, kind="stable")
+    ranks = _np.empty(len(v))
+    sv = v[order]
+    start = 0
+    for end in range(1, len(v) + 1):
+        if end == len(v) or sv[end] != sv[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    return ranks
+
+
+def spearman(preds: Sequence[float], refs: Sequence[float]) -> float:
+    """Spearman rank correlation x 100 (STS-B): Pearson of the average ranks."""
+    x, y = (_np.asarray(v, dtype=float) for v in _paired_lists(preds, refs))
+    return pearson(_average_ranks(x), _average_ranks(y))
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD v1.1's answer normalization: lower case, drop punctuation, drop the articles
+    a/an/the, collapse whitespace."""
+    import re
+    import string
+
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _squad_f1(pred: str, truth: str) -> float:
+    from collections import Counter
+
+    p, t = squad_normalize(pred).split(), squad_normalize(truth).split()
+    common = sum((Counter(p) & Counter(t)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(t)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
+    """{"exact_match", "f1"} x 100 of SQuAD v1.1: per question, the best over its reference
+    answers of exact match / token F1 of the normalized strings; mean over questions."""
+    preds, refs = _paired_lists(preds, refs)
+    em = f1 = 0.0
+    for p, answers in zip(preds, refs, strict=True):
+        if isinstance(answers, str) or not answers:
+            raise ValueError(f"references must be non-empty lists of answers, got {answers!r}")
+        em += max(float(squad_normalize(p) == squad_normalize(a)) for a in answers)
+        f1 += max(_squad_f1(p, a) for a in answers)
+    return {"exact_match": 100.0 * em / len(refs), "f1": 100.0 * f1 / len(refs)}

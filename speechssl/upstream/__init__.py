@@ -3,8 +3,10 @@
 from speechssl.upstream import (  # noqa: F401
     apc,
     baselines,
+    bert,
     cpc,
     data2vec,
+    gpt,
     hf,
     hubert,
     mockingjay,

@@ -119,6 +119,10 @@ class HFUpstream(Upstream):
             self.downsample_rate = 1
             self.vocab_size = int(config.vocab_size)
             self.pad_token_id = getattr(config, "pad_token_id", None)
+            self.use_segments = int(getattr(config, "type_vocab_size", 0) or 0) > 1
+            self.max_positions = int(getattr(config, "max_position_embeddings", 512) or 512)
+            self._text_tokenizer = None
+            self._sep_id: int | None = None
             self.batched = True if batched is None else bool(batched)
             self.normalize, self.use_mask = False, True
             return
@@ -173,8 +177,45 @@ class HFUpstream(Upstream):
         ids = ids.long()
         if self.pad_token_id is not None:
             ids = ids.masked_fill(~valid, int(self.pad_token_id))
-        out = self.model(input_ids=ids, attention_mask=valid.long(), output_hidden_states=True)
+        extra = {}
+        if self.use_segments and self._segment_sep() is not None:
+            from speechssl.upstream.bert import segment_ids
+
+            extra["token_type_ids"] = segment_ids(ids, self._segment_sep()) * valid
+        out = self.model(input_ids=ids, attention_mask=valid.long(), output_hidden_states=True,
+                         **extra)
         return list(out.hidden_states), lengths.long()
+
+    def _segment_sep(self) -> int | None:
+        """The [SEP] id that starts segment 1 (BERT-style pairs), when the directory has a
+        tokenizer; None (all segment ids 0) otherwise."""
+        if self._sep_id is None:
+            try:
+                self._sep_id = self.text_tokenizer.sep_id if self.text_tokenizer.sep_id is not None \
+                    else -1
+            except ConfigError:
+                self._sep_id = -1
+        return None if self._sep_id < 0 else self._sep_id
+
+    @property
+    def text_tokenizer(self):
+        """The directory's fast tokenizer as a TextTokenizer (text models only)."""
+        if self.modality != "text":
+            raise ConfigError(f"upstream.path={self.path}: an audio model has no tokenizer")
+        if self._text_tokenizer is None:
+            from speechssl.text.tokenizer import hf_text_tokenizer
+
+            self._text_tokenizer = hf_text_tokenizer(self.path, self.max_positions)
+        return self._text_tokenizer
+
+    def encode(self, item: dict):
+        """Text models: one manifest item (``text`` [+ ``text_pair``], or ``words``) ->
+        Encoded token ids with word ids and character offsets (speechssl.text.tokenizer)."""
+        return self.text_tokenizer.encode(item)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.pad_token_id) if self.pad_token_id is not None else 0
 
     def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Text models: strings -> token ids (B, T) long, lengths (B,), with the directory's

@@ -20,6 +20,7 @@ from speechssl.data.corpora import (
     librispeech,
     snips,
     speech_commands,
+    text,
     voxceleb1,
 )
 from speechssl.data.corpora.common import cache_dir, write_cache
@@ -33,6 +34,9 @@ READERS = {
     "iemocap": iemocap.scan,
     "snips": snips.scan,
     "librimix": librimix.scan,
+    "glue": text.scan_glue,  # text sets (speechssl.data.corpora.text)
+    "squad": text.scan_squad,
+    "conllu": text.scan_conllu,
 }
 
 # config keys that choose where/how to read, not what is read

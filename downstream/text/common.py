@@ -1,0 +1,65 @@
+"""What the text tasks share: their splits (text manifests), the token alignment that
+feature extraction attaches to each item, and pooling a sequence into one vector
+(Devlin et al., 2019: the [CLS] state)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import Tensor
+
+from downstream.base import Task, masked_mean
+from speechssl.errors import ConfigError, ManifestError
+
+POOLINGS = ("cls", "mean", "last")
+
+
+def where(item: dict) -> str:
+    return f"{item.get('_manifest', 'item')}:{item.get('_line', item.get('id', '?'))}"
+
+
+def encoding(item: dict):
+    """The item's tokenization (speechssl.text.tokenizer.Encoded), set by feature extraction
+    with a text upstream; a ConfigError when the features did not come from one."""
+    enc = item.get("_tokens")
+    if enc is None:
+        raise ConfigError(f"{where(item)}: no token alignment: text tasks need a text upstream "
+                          f"(upstream=bert, gpt or a BERT-family upstream=hf)")
+    return enc
+
+
+def pool(x: Tensor, lengths: Tensor, how: str) -> Tensor:
+    """(B, T, D), (B,) -> (B, D): the first token ([CLS]), the mean of real tokens, or the
+    last real token (causal upstreams such as gpt)."""
+    if how == "cls":
+        return x[:, 0]
+    if how == "mean":
+        return masked_mean(x, lengths)
+    return x[torch.arange(x.shape[0], device=x.device), (lengths - 1).clamp(min=0)]
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ConfigError(f"downstream.pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
+    return pooling
+
+
+class TextTask(Task):
+    """A task on one text subset (train/dev/test) of the corpus; see speechssl.text.data."""
+
+    modality = "text"
+    subset = ""
+
+    def splits(self, corpus) -> dict[str, list[dict]]:
+        from speechssl.text.data import text_items, text_root
+
+        root = text_root(corpus)
+        self.corpus_meta = json.loads((root / "meta.json").read_text())
+        return {s: text_items(corpus, self.subset, s) for s in ("train", "dev", "test")}
+
+
+def label_of(item: dict, key: str = "label") -> str:
+    if key not in item:
+        raise ManifestError(f"{where(item)}: no {key!r} field")
+    return str(item[key])
