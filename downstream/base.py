@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 from torch import Tensor, nn
 
@@ -22,6 +23,9 @@ class Task:
     modality: str = "audio"
     metric: str = ""
     higher_is_better: bool = True
+    trainable: bool = True  # False: no probe is trained; the frozen features are scored (QbE)
+    frame_shift: float = 0.01  # seconds per upstream frame; the loop sets it (SD labels)
+    device: str = "cpu"  # where scoring may compute (QbE's DTW); the loop sets it
 
     def splits(self, corpus) -> dict[str, list[dict]]:
         """{"train": items, "dev": items, "test": items} from the corpus manifests."""
@@ -46,6 +50,24 @@ class Task:
     def score(self, predictions: list, references: list) -> dict[str, float]:
         raise NotImplementedError
 
+    def evaluate_split(self, split: str, predictions: list, items: list[dict],
+                       out_dir: Path | None = None) -> dict[str, float]:
+        """Score one split from its per-item predictions, in item order.
+
+        The default compares ``predictions`` with ``reference(item)`` through ``score``.
+        Tasks override it when their metric is not per item (ASV scores trials of
+        embeddings), when they tune post-processing on dev and apply it to test (SD), or
+        when they write output files: ``out_dir`` (the run directory) is given on the final
+        test pass only. For a task with ``trainable = False`` each prediction is the
+        item's frozen (L, T, D) features.
+        """
+        return self.score(predictions, [self.reference(it) for it in items])
+
+    def layer_weights(self, num_layers: int) -> list[float]:
+        """For a task with ``trainable = False``: the weight each upstream layer had in the
+        scores, for the leaderboard (QbE: one-hot on the layer chosen on dev)."""
+        return [1.0 / num_layers] * num_layers
+
 
 def register_task(name: str):
     def wrap(cls: type[Task]) -> type[Task]:
@@ -62,9 +84,21 @@ def registered_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
+def _import_task_module(name: str) -> None:
+    """Register a built-in task not imported by ``downstream/__init__.py`` yet: the task
+    named ``name`` lives in ``downstream/<name>.py``."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(f"downstream.{name}") is not None:
+        importlib.import_module(f"downstream.{name}")
+
+
 def build_task(name: str, **kwargs) -> Task:
     """Instantiate a registered task; unknown options are a ConfigError listing valid ones."""
     registered_tasks()
+    if name not in _TASKS and name.isidentifier():
+        _import_task_module(name)
     if name not in _TASKS:
         raise ConfigError(f"unknown downstream {name!r}; registered tasks: {', '.join(sorted(_TASKS))}")
     cls = _TASKS[name]

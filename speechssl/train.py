@@ -55,9 +55,13 @@ def better(a: float, b: float | None, higher_is_better: bool) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: ProbeModel, task: Task, feats: list, items: list[dict], device,
-             batch_frames: int) -> dict[str, float]:
-    """Score the probe on one split (batches in length order, no shuffling)."""
+def predict_split(model: ProbeModel | None, task: Task, feats: list, items: list[dict], device,
+                  batch_frames: int) -> list:
+    """Per-item predictions of the probe, in item order (batches in length order, no
+    shuffling). With no probe (``task.trainable`` False) the frozen features are the
+    predictions."""
+    if model is None:
+        return feats
     model.eval()
     sampler = LengthBucketSampler([f.shape[1] for f in feats], batch_frames, shuffle=False)
     preds: list = [None] * len(items)
@@ -68,7 +72,14 @@ def evaluate(model: ProbeModel, task: Task, feats: list, items: list[dict], devi
                         strict=True):
             preds[i] = p
     model.train()
-    return task.score(preds, [task.reference(it) for it in items])
+    return preds
+
+
+def evaluate(model: ProbeModel | None, task: Task, split: str, feats: list, items: list[dict],
+             device, batch_frames: int, out_dir: Path | None = None) -> dict[str, float]:
+    """Score the probe on one split; ``out_dir`` (final test pass) receives output files."""
+    preds = predict_split(model, task, feats, items, device, batch_frames)
+    return task.evaluate_split(split, preds, items, out_dir)
 
 
 def run_dir_for(cfg: DictConfig, tag: str, task: str, corpus: str) -> Path:
@@ -98,37 +109,21 @@ def prepare_cell(cfg: DictConfig) -> Cell:
     task = task_from_config(cfg.downstream)
     corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
     splits = task.splits(corpus)
-    task.setup(splits["train"])
+    task.setup(splits.get("train", []))  # QbE has no training split
     upstream, info = load_upstream(cfg, corpus, device)
+    task.frame_shift = upstream.downsample_rate / upstream.sample_rate
+    task.device = str(device)
     run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
     return Cell(device, task, corpus, splits, upstream, info, run_dir)
 
 
-def train_cell(cfg: DictConfig) -> dict:
-    """Train and evaluate one (upstream, task) cell; returns the leaderboard row."""
-    t0 = time.time()
-    cell = prepare_cell(cfg)
-    device, task, corpus, splits, info, run_dir = (cell.device, cell.task, cell.corpus,
-                                                   cell.splits, cell.info, cell.run_dir)
-    result_file = run_dir / "result.json"
-    if result_file.is_file() and not cfg.force:
-        row = json.loads(result_file.read_text())
-        print(f"[train] already done (force=true to redo): {run_dir}")
-        print(leaderboard.format_row(row))
-        return row
-    if cfg.force and run_dir.exists():
-        shutil.rmtree(run_dir)  # force=true: start over, do not resume
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
+def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dict[str, list[dict]],
+                device, run_dir: Path) -> ProbeModel:
+    """Train featurizer + probe on the train split (resuming ``run_dir/last``), keeping the
+    dev-best probe in ``run_dir/best.safetensors``; a task with no dev split (ASV) keeps
+    the last probe, as s3prl does. Returns the model holding the kept weights."""
     oc = cfg.downstream.optim
-    feats = {s: extract_features(cell.upstream, items, device, batch_seconds=oc.extract_batch_seconds,
-                                 num_workers=cfg.num_workers, progress=cfg.progress,
-                                 desc=f"{cfg.upstream.name} features ({s})")
-             for s, items in splits.items()}
     num_layers, _, dim = feats["train"][0].shape
-    cell.upstream = None  # features are extracted: free the upstream
-
     torch.manual_seed(cfg.seed)
     model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
                        task.build_probe(dim)).to(device)
@@ -161,16 +156,20 @@ def train_cell(cfg: DictConfig) -> dict:
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
             writer.add_scalar("train/loss", loss_value, state["step"])
             if state["step"] % oc.eval_every == 0 or state["step"] >= oc.max_steps:
-                dev = evaluate(model, task, feats["dev"], splits["dev"], device, oc.batch_frames)
-                for k, v in dev.items():
-                    writer.add_scalar(f"dev/{k}", v, state["step"])
-                if better(dev[task.metric], state["best"], task.higher_is_better):
-                    state.update(best=dev[task.metric], best_dev=dev, bad_evals=0)
+                if "dev" in feats:
+                    dev = evaluate(model, task, "dev", feats["dev"], splits["dev"], device,
+                                   oc.batch_frames)
+                    for k, v in dev.items():
+                        writer.add_scalar(f"dev/{k}", v, state["step"])
+                    if better(dev[task.metric], state["best"], task.higher_is_better):
+                        state.update(best=dev[task.metric], best_dev=dev, bad_evals=0)
+                        save_weights(run_dir / "best.safetensors", model)
+                    else:
+                        state["bad_evals"] += 1
+                    bar.write(f"step {state['step']}: dev {task.metric} {dev[task.metric]:.2f} "
+                              f"(best {state['best']:.2f})")
+                else:  # no dev split (ASV): the last probe is the one kept
                     save_weights(run_dir / "best.safetensors", model)
-                else:
-                    state["bad_evals"] += 1
-                bar.write(f"step {state['step']}: dev {task.metric} {dev[task.metric]:.2f} "
-                          f"(best {state['best']:.2f})")
                 save_training_state(run_dir / "last", model, opt, state)
             if state["step"] >= oc.max_steps or state["bad_evals"] >= oc.patience:
                 break
@@ -178,20 +177,63 @@ def train_cell(cfg: DictConfig) -> dict:
             state["epoch"], state["pos"] = state["epoch"] + 1, 0
     bar.close()
     writer.close()
-
     load_weights(run_dir / "best.safetensors", model)
-    test = evaluate(model, task, feats["test"], splits["test"], device, oc.batch_frames)
+    return model
+
+
+def score_cell(model: ProbeModel | None, task: Task, feats: dict[str, list],
+               splits: dict[str, list[dict]], device, batch_frames: int,
+               run_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Dev then test scores of the kept probe (or of the frozen features when the task
+    trains nothing). Dev goes first: tasks tune post-processing there (SD's threshold and
+    median filter, QbE's layer) and apply it to test; test writes its files to run_dir."""
+    dev = (evaluate(model, task, "dev", feats["dev"], splits["dev"], device, batch_frames)
+           if "dev" in splits else {})
+    test = evaluate(model, task, "test", feats["test"], splits["test"], device, batch_frames,
+                    out_dir=run_dir)
+    return dev, test
+
+
+def train_cell(cfg: DictConfig) -> dict:
+    """Train and evaluate one (upstream, task) cell; returns the leaderboard row."""
+    t0 = time.time()
+    cell = prepare_cell(cfg)
+    device, task, corpus, splits, info, run_dir = (cell.device, cell.task, cell.corpus,
+                                                   cell.splits, cell.info, cell.run_dir)
+    result_file = run_dir / "result.json"
+    if result_file.is_file() and not cfg.force:
+        row = json.loads(result_file.read_text())
+        print(f"[train] already done (force=true to redo): {run_dir}")
+        print(leaderboard.format_row(row))
+        return row
+    if cfg.force and run_dir.exists():
+        shutil.rmtree(run_dir)  # force=true: start over, do not resume
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    oc = cfg.downstream.optim
+    feats = {s: extract_features(cell.upstream, items, device, batch_seconds=oc.extract_batch_seconds,
+                                 num_workers=cfg.num_workers, progress=cfg.progress,
+                                 desc=f"{cfg.upstream.name} features ({s})")
+             for s, items in splits.items()}
+    num_layers = feats["test"][0].shape[0]
+    cell.upstream = None  # features are extracted: free the upstream
+
+    # a task that trains nothing (QbE) is scored on the frozen features themselves
+    model = train_probe(cfg, task, feats, splits, device, run_dir) if task.trainable else None
+    dev, test = score_cell(model, task, feats, splits, device, oc.batch_frames, run_dir)
     row = {
         "run_id": str(run_dir.relative_to(Path(cfg.out_dir) / "runs")),
         "upstream": cfg.upstream.name, "weights_hash": info.weights_hash,
         "pretrain_corpus": info.pretrain_corpus, "task": task.name, "corpus": corpus.name,
         "metric": task.metric, "higher_is_better": int(task.higher_is_better),
-        "dev_value": state["best"], "test_value": test[task.metric],
-        "metrics_json": json.dumps({"dev": state["best_dev"], "test": test}),
+        "dev_value": dev.get(task.metric, float("nan")), "test_value": test[task.metric],
+        "metrics_json": json.dumps({"dev": dev or None, "test": test}),
         "seed": int(cfg.seed), "tuning": "frozen",
-        "trainable_params": count_params(model, trainable_only=True),
+        "trainable_params": count_params(model, trainable_only=True) if model else 0,
         "upstream_params": info.params,
-        "layer_weights": json.dumps(model.featurizer.layer_weights()),
+        "layer_weights": json.dumps(model.featurizer.layer_weights() if model
+                                    else task.layer_weights(num_layers)),
         "wall_time_s": round(time.time() - t0, 1),
         "config_yaml": OmegaConf.to_yaml(cfg, resolve=True),
         "code_version": code_version(), "run_dir": str(run_dir),
@@ -203,18 +245,24 @@ def train_cell(cfg: DictConfig) -> dict:
 
 
 def evaluate_cell(cfg: DictConfig) -> dict[str, float]:
-    """Re-score the best probe of a trained cell on its test split (records nothing)."""
+    """Re-score the kept probe of a trained cell on its test split (records nothing).
+    Dev is scored first, as in training, for tasks that tune post-processing on it."""
     cell = prepare_cell(cfg)
     device, task, splits, run_dir = cell.device, cell.task, cell.splits, cell.run_dir
-    if not (run_dir / "best.safetensors").is_file():
+    if task.trainable and not (run_dir / "best.safetensors").is_file():
         raise SpeechSSLError(f"no trained probe at {run_dir}: run mode=train first")
     oc = cfg.downstream.optim
-    feats = extract_features(cell.upstream, splits["test"], device, oc.extract_batch_seconds,
-                             num_workers=cfg.num_workers, progress=cfg.progress, desc="test")
-    model = ProbeModel(Featurizer(feats[0].shape[0], **cfg.downstream.featurizer),
-                       task.build_probe(feats[0].shape[2])).to(device)
-    load_weights(run_dir / "best.safetensors", model)
-    test = evaluate(model, task, feats, splits["test"], device, oc.batch_frames)
+    needed = {s: splits[s] for s in ("dev", "test") if s in splits}
+    feats = {s: extract_features(cell.upstream, items, device, oc.extract_batch_seconds,
+                                 num_workers=cfg.num_workers, progress=cfg.progress, desc=s)
+             for s, items in needed.items()}
+    model = None
+    if task.trainable:
+        num_layers, _, dim = feats["test"][0].shape
+        model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
+                           task.build_probe(dim)).to(device)
+        load_weights(run_dir / "best.safetensors", model)
+    _, test = score_cell(model, task, feats, needed, device, oc.batch_frames, run_dir)
     print(f"[evaluate] {cfg.upstream.name} x {task.name} on {cell.corpus.name} test: "
           + ", ".join(f"{k}={v:.2f}" for k, v in test.items()))
     return test

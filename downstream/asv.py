@@ -1,0 +1,197 @@
+"""ASV: speaker verification (SUPERB, Yang et al. 2021; x-vector of Snyder et al. 2018 trained
+with AM-softmax, Wang et al. 2018); cosine scoring of trials; EER and minDCF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from downstream.base import Task, register_task
+from speechssl import metrics
+from speechssl.atomic import atomic_write_text
+from speechssl.errors import ConfigError, ManifestError
+
+# (kernel size, dilation) of the five frame-level TDNN layers of the x-vector
+TDNN_LAYERS = ((5, 1), (3, 2), (3, 3), (1, 1), (1, 1))
+
+
+def valid_mask(lengths: Tensor, T: int) -> Tensor:
+    """(B,) lengths -> (B, T) bool, True on valid frames."""
+    return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
+
+
+def statistics_pooling(x: Tensor, lengths: Tensor, eps: float = 1e-5) -> Tensor:
+    """Mean and standard deviation over valid frames: (B, T, D), (B,) -> (B, 2D)."""
+    mask = valid_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
+    n = lengths.clamp(min=1).unsqueeze(-1).to(x.dtype)
+    mean = (x * mask).sum(1) / n
+    var = (((x - mean.unsqueeze(1)) ** 2) * mask).sum(1) / n
+    return torch.cat([mean, (var + eps).sqrt()], dim=-1)
+
+
+class XVector(nn.Module):
+    """Projection, TDNN layers (dilated 1-D convolutions + ReLU), statistics pooling and
+    an embedding layer: (B, T, D) features -> (B, embed_dim) speaker embeddings."""
+
+    def __init__(self, feature_dim: int, hidden_dim: int = 512, pool_dim: int = 1500,
+                 embed_dim: int = 512):
+        super().__init__()
+        self.proj = nn.Linear(feature_dim, hidden_dim)
+        dims = [hidden_dim] * len(TDNN_LAYERS) + [pool_dim]
+        self.tdnn = nn.ModuleList(
+            nn.Conv1d(dims[i], dims[i + 1], k, dilation=d, padding=d * (k - 1) // 2)
+            for i, (k, d) in enumerate(TDNN_LAYERS))
+        self.embed = nn.Linear(2 * pool_dim, embed_dim)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        mask = valid_mask(lengths, x.shape[1]).unsqueeze(1).to(x.dtype)  # (B, 1, T)
+        h = self.proj(x).transpose(1, 2)  # (B, H, T)
+        for conv in self.tdnn:
+            h = F.relu(conv(h * mask))  # padding frames are zeroed before every convolution
+        return self.embed(statistics_pooling(h.transpose(1, 2), lengths))
+
+
+class AMSoftmax(nn.Module):
+    """Additive-margin softmax loss: ``CE(s (cos(x, w_y) - m), y)`` with the margin on the
+    target class only. (B, E) embeddings, (B,) labels -> scalar."""
+
+    def __init__(self, embed_dim: int, num_classes: int, scale: float = 30.0,
+                 margin: float = 0.4):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(embed_dim, num_classes))
+        nn.init.xavier_normal_(self.weight)
+        self.scale, self.margin = scale, margin
+
+    def forward(self, emb: Tensor, labels: Tensor) -> Tensor:
+        cos = F.normalize(emb, dim=-1) @ F.normalize(self.weight, dim=0)  # (B, C)
+        cos = cos - self.margin * F.one_hot(labels, cos.shape[-1]).to(cos.dtype)
+        return F.cross_entropy(self.scale * cos, labels)
+
+
+class SpeakerProbe(nn.Module):
+    """The x-vector and its training-only classifier head."""
+
+    def __init__(self, xvector: XVector, classifier: AMSoftmax):
+        super().__init__()
+        self.xvector, self.classifier = xvector, classifier
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        return self.xvector(x, lengths)
+
+
+def read_trials(path: Path, items: list[dict], root: Path) -> list[tuple[int, int, int]]:
+    """VoxCeleb trial list ("label enroll test" per line; utterances named by manifest id,
+    absolute path or path under ``root``) -> (label, enroll index, test index) into ``items``."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: trial list not found")
+    index: dict[str, int] = {}
+    for i, it in enumerate(items):
+        audio = Path(it["path"])
+        names = [it["id"], str(audio)]
+        if audio.is_relative_to(root):
+            names.append(audio.relative_to(root).as_posix())
+        index.update(dict.fromkeys(names, i))
+    trials = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[0] not in ("0", "1"):
+            raise ManifestError(f"{path}:{n}: expected 'label enroll test' with label 0 or 1, "
+                                f"got {line!r}")
+        for name in parts[1:]:
+            if name not in index:
+                raise ManifestError(f"{path}:{n}: utterance {name!r} is not in the test manifest")
+        trials.append((int(parts[0]), index[parts[1]], index[parts[2]]))
+    if not trials:
+        raise ManifestError(f"{path}: no trials")
+    return trials
+
+
+def cosine_trial_scores(emb: Tensor, trials: list[tuple[int, int, int]]) -> Tensor:
+    """Cosine similarity of each trial's two embeddings: (N, E) -> (len(trials),)."""
+    emb = F.normalize(emb.float(), dim=-1)
+    enroll = torch.tensor([t[1] for t in trials])
+    test = torch.tensor([t[2] for t in trials])
+    return (emb[enroll] * emb[test]).sum(-1)
+
+
+@register_task("asv")
+class SpeakerVerification(Task):
+    """VoxCeleb1-style ASV: train a speaker classifier, verify trials of unseen speakers.
+
+    There is no dev trial list, so (as s3prl's SUPERB ASV recipe) the probe of the last
+    step is tested; ``dev_value`` of the row is NaN.
+    """
+
+    metric = "eer"
+    higher_is_better = False
+    subset = "asv"
+
+    def __init__(self, hidden_dim: int = 512, pool_dim: int = 1500, embed_dim: int = 512,
+                 am_scale: float = 30.0, am_margin: float = 0.4, p_target: float = 0.01):
+        for key, v in (("hidden_dim", hidden_dim), ("pool_dim", pool_dim),
+                       ("embed_dim", embed_dim), ("am_scale", am_scale),
+                       ("am_margin", am_margin), ("p_target", p_target)):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(f"downstream.{key} must be a number, got {v!r}")
+        for key, v in (("hidden_dim", hidden_dim), ("pool_dim", pool_dim),
+                       ("embed_dim", embed_dim)):
+            if int(v) != v or v < 1:
+                raise ConfigError(f"downstream.{key} must be a positive integer, got {v!r}")
+        if am_scale <= 0 or not 0 <= am_margin < 1:
+            raise ConfigError(f"downstream.am_scale must be > 0 and downstream.am_margin in "
+                              f"[0, 1), got {am_scale!r} and {am_margin!r}")
+        if not 0 < p_target < 1:
+            raise ConfigError(f"downstream.p_target must be in (0, 1), got {p_target!r}")
+        self.dims = (int(hidden_dim), int(pool_dim), int(embed_dim))
+        self.am_scale, self.am_margin, self.p_target = am_scale, am_margin, p_target
+        self.trials: dict[str, list[tuple[int, int, int]]] = {}  # split -> trials
+
+    def splits(self, corpus) -> dict[str, list[dict]]:
+        out = {"train": corpus.items(self.subset, "train"),
+               "test": corpus.items(self.subset, "test")}
+        path = corpus.manifest_path(self.subset, "test").with_name("trials.txt")
+        self.trials["test"] = read_trials(path, out["test"], corpus.root)
+        return out
+
+    def setup(self, train_items: list[dict]) -> None:
+        self.speakers = sorted({self.reference(it) for it in train_items})
+        self.index = {s: i for i, s in enumerate(self.speakers)}
+
+    def build_probe(self, feature_dim: int) -> nn.Module:
+        hidden, pool, embed = self.dims
+        return SpeakerProbe(XVector(feature_dim, hidden, pool, embed),
+                            AMSoftmax(embed, len(self.speakers), self.am_scale, self.am_margin))
+
+    def reference(self, item: dict) -> str:
+        try:
+            return item["speaker"]
+        except KeyError:
+            raise ManifestError(f"{item.get('_manifest')}:{item.get('_line')}: "
+                                f"no 'speaker' field") from None
+
+    def loss(self, probe, features, lengths, batch) -> Tensor:
+        labels = torch.tensor([self.index[self.reference(it)] for it in batch["items"]],
+                              device=features.device)
+        return probe.classifier(probe(features, lengths), labels)
+
+    def predict(self, probe, features, lengths, batch) -> list[Tensor]:
+        return list(probe(features, lengths).float().cpu())
+
+    def evaluate_split(self, split, predictions, items, out_dir=None) -> dict[str, float]:
+        """Cosine-score the split's trials with the per-utterance embeddings (E,)."""
+        if split not in self.trials:
+            raise ManifestError(f"asv has no trial list for split {split!r}")
+        trials = self.trials[split]
+        scores = cosine_trial_scores(torch.stack(predictions), trials).tolist()
+        labels = [t[0] for t in trials]
+        if out_dir is not None:
+            lines = [f"{s:.6f} {lab} {items[e]['id']} {items[t]['id']}\n"
+                     for s, (lab, e, t) in zip(scores, trials, strict=True)]
+            atomic_write_text(Path(out_dir) / f"asv_{split}_scores.txt", "".join(lines))
+        return {"eer": metrics.eer(scores, labels),
+                "min_dcf": metrics.min_dcf(scores, labels, p_target=self.p_target)}

@@ -1,0 +1,188 @@
+"""ASV, SD and QbE end to end on the tiny corpus (upstream=fbank), plus their task pieces:
+trial lists, x-vector pooling, AM-softmax, frame labels, PIT loss, RTTM, DTW scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from downstream.asv import AMSoftmax, XVector, read_trials, statistics_pooling
+from downstream.base import build_task
+from downstream.qbe import dtw_distances, znorm
+from downstream.sd import activity_segments, frame_labels, pit_bce, postprocess
+from speechssl import leaderboard, metrics
+from speechssl.errors import ConfigError, ManifestError
+from speechssl.train import train_cell
+
+pytestmark = pytest.mark.slow
+
+
+def test_asv_cell(make_cfg):
+    cfg = make_cfg("upstream=fbank", "downstream=asv", "downstream.optim.max_steps=20",
+                   "downstream.hidden_dim=64", "downstream.pool_dim=128",
+                   "downstream.embed_dim=64", "downstream.optim.eval_every=10")
+    row = train_cell(cfg)
+    test = json.loads(row["metrics_json"])["test"]
+    assert row["task"] == "asv" and row["metric"] == "eer" and row["higher_is_better"] == 0
+    assert 0.0 <= row["test_value"] <= 100.0 and 0.0 <= test["min_dcf"] <= 1.0 + 1e-9
+    assert math.isnan(row["dev_value"])  # no dev trials: the last probe is tested
+    stored = leaderboard.rows(cfg.leaderboard)[0]
+    assert stored["test_value"] == row["test_value"] and stored["dev_value"] is None  # NULL
+    scores = (Path(row["run_dir"]) / "asv_test_scores.txt").read_text().splitlines()
+    assert len(scores) == 32 and all(len(s.split()) == 4 for s in scores)
+
+
+def test_sd_cell_writes_rttm(make_cfg):
+    cfg = make_cfg("upstream=fbank", "downstream=sd", "downstream.optim.max_steps=20",
+                   "downstream.hidden_dim=32", "downstream.optim.eval_every=10",
+                   "downstream.optim.batch_frames=1200")
+    row = train_cell(cfg)
+    dev, test = json.loads(row["metrics_json"])["dev"], json.loads(row["metrics_json"])["test"]
+    assert row["metric"] == "der" and 0.0 <= row["test_value"]
+    assert dev["threshold"] == test["threshold"] and dev["median_s"] == test["median_s"]
+    run_dir = Path(row["run_dir"])
+    ref = (run_dir / "sd_test_ref.rttm").read_text().splitlines()
+    assert len(ref) == 8 and all(line.startswith("SPEAKER sd-test-") for line in ref)
+    hyp = (run_dir / "sd_test_hyp.rttm").read_text().splitlines()
+    assert all(len(line.split()) == 10 for line in hyp)
+
+
+def test_qbe_cell_trains_nothing(make_cfg):
+    cfg = make_cfg("upstream=fbank", "downstream=qbe")
+    row = train_cell(cfg)
+    test = json.loads(row["metrics_json"])["test"]
+    assert row["metric"] == "mtwv" and row["trainable_params"] == 0
+    assert 0.0 <= row["test_value"] <= 100.0 and 0.0 < test["map"] <= 100.0  # x 100, as SUPERB
+    assert json.loads(row["layer_weights"]) == [1.0]  # fbank has one layer: it is chosen
+    assert not (Path(row["run_dir"]) / "best.safetensors").exists()
+    scored = [json.loads(line) for line in
+              (Path(row["run_dir"]) / "qbe_test_scores.jsonl").read_text().splitlines()]
+    assert len(scored) == 4 * 12 and sum(r["hit"] for r in scored) >= 4
+    from speechssl.train import evaluate_cell
+
+    assert evaluate_cell(cfg)["mtwv"] == pytest.approx(row["test_value"])  # dev picks again
+
+
+# ------------------------------------------------------------------ ASV pieces
+
+
+def test_trials_resolve_ids_and_paths_and_name_bad_lines(tmp_path):
+    items = [{"id": "a", "path": str(tmp_path / "wav/a.wav")},
+             {"id": "b", "path": str(tmp_path / "wav/b.wav")}]
+    trials = tmp_path / "manifests/asv/trials.txt"
+    trials.parent.mkdir(parents=True)
+    trials.write_text(f"1 a b\n\n0 wav/b.wav {tmp_path / 'wav/a.wav'}\n")
+    assert read_trials(trials, items, tmp_path) == [(1, 0, 1), (0, 1, 0)]
+    trials.write_text("1 a b\n2 a b\n")
+    with pytest.raises(ManifestError, match=r"trials.txt:2: expected"):
+        read_trials(trials, items, tmp_path)
+    trials.write_text("1 a c\n")
+    with pytest.raises(ManifestError, match=r"trials.txt:1: utterance 'c'"):
+        read_trials(trials, items, tmp_path)
+    with pytest.raises(ManifestError, match="not found"):
+        read_trials(tmp_path / "missing.txt", items, tmp_path)
+
+
+def test_statistics_pooling_ignores_padding():
+    x = torch.randn(2, 7, 3)
+    lengths = torch.tensor([7, 4])
+    pooled = statistics_pooling(x, lengths, eps=0.0)
+    want = torch.cat([x[1, :4].mean(0), x[1, :4].std(0, unbiased=False)])
+    assert torch.allclose(pooled[1], want, atol=1e-5)
+    xv = XVector(3, hidden_dim=8, pool_dim=16, embed_dim=5).eval()
+    padded = torch.cat([x[1:, :4], torch.full((1, 3, 3), 9.0)], dim=1)
+    assert torch.allclose(xv(padded, torch.tensor([4])), xv(x[1:, :4], torch.tensor([4])),
+                          atol=1e-5)
+
+
+def test_am_softmax_is_cross_entropy_of_scaled_margin_cosines():
+    torch.manual_seed(0)
+    am = AMSoftmax(4, 3, scale=30.0, margin=0.4)
+    emb, y = torch.randn(5, 4), torch.tensor([0, 2, 1, 1, 0])
+    cos = F.normalize(emb, dim=1) @ F.normalize(am.weight, dim=0)
+    logits = 30.0 * cos
+    logits[torch.arange(5), y] -= 30.0 * 0.4
+    expect = torch.stack([-torch.log_softmax(logits[i], 0)[y[i]] for i in range(5)]).mean()
+    assert am(emb, y).item() == pytest.approx(expect.item(), rel=1e-5)
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="am_margin"):
+        build_task("asv", am_margin=1.5)
+    with pytest.raises(ConfigError, match="thresholds"):
+        build_task("sd", thresholds=[1.2])
+    with pytest.raises(ConfigError, match="lists of numbers"):
+        build_task("sd", median_seconds=["long"])
+    with pytest.raises(ConfigError, match="embed_dim"):
+        build_task("asv", embed_dim="big")
+    with pytest.raises(ConfigError, match="beta"):
+        build_task("qbe", beta=0)
+    with pytest.raises(ConfigError, match="downstream.layer"):
+        build_task("qbe", layer=-1)
+    with pytest.raises(ConfigError, match="no option"):
+        build_task("qbe", lr=1)
+
+
+# ------------------------------------------------------------------ SD pieces
+
+
+def test_frame_labels_and_rttm_segments():
+    segs = [{"start": 0.0, "end": 0.22, "speaker": "x"}, {"start": 0.12, "end": 0.4, "speaker": "y"}]
+    lab = frame_labels(segs, ["x", "y"], 5, 0.1)  # centres 0.05 .. 0.45
+    assert lab.astype(int).tolist() == [[1, 0], [1, 1], [0, 1], [0, 1], [0, 0]]
+    assert activity_segments(lab[:, 1], 0.1) == [(pytest.approx(0.1), pytest.approx(0.3))]
+
+
+def test_pit_bce_is_the_best_speaker_order():
+    logits = torch.randn(2, 6, 2)
+    labels = (torch.rand(2, 6, 2) > 0.5).float()
+    lengths = torch.tensor([6, 4])
+    want = []
+    for b, n in enumerate(lengths.tolist()):
+        per = [F.binary_cross_entropy_with_logits(logits[b, :n], labels[b, :n][:, p])
+               for p in ([0, 1], [1, 0])]
+        want.append(min(per))
+    assert pit_bce(logits, labels, lengths).item() == pytest.approx(torch.stack(want).mean().item(),
+                                                                   rel=1e-5)
+    swapped = pit_bce(logits, labels[..., [1, 0]], lengths)
+    assert swapped.item() == pytest.approx(pit_bce(logits, labels, lengths).item(), rel=1e-6)
+
+
+def test_postprocess_threshold_and_median():
+    post = np.array([[0.9], [0.2], [0.8], [0.7], [0.1], [0.1]])
+    assert postprocess(post, 0.5, 1)[:, 0].tolist() == [1, 0, 1, 1, 0, 0]
+    assert postprocess(post, 0.5, 3)[:, 0].tolist() == [1, 1, 1, 1, 0, 0]  # the gap is closed
+
+
+# ------------------------------------------------------------------ QbE pieces
+
+
+def test_dtw_scores_rank_the_document_holding_the_query_first():
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(6, 10, generator=g)
+    docs = [torch.randn(30, 10, generator=g) for _ in range(4)]
+    docs[2] = torch.cat([docs[2][:12], query + 0.05 * torch.randn(6, 10, generator=g),
+                         docs[2][12:20]])
+    dist = dtw_distances([query, docs[1][3:9]], docs)
+    for k, doc in enumerate(docs):
+        cost = metrics.cosine_distance(query, doc)[None]
+        assert dist[0, k].item() == pytest.approx(metrics.subsequence_dtw(cost).item(), abs=1e-5)
+    assert dist[1, 1].item() == pytest.approx(0.0, abs=1e-5)  # an exact excerpt
+    scores = znorm(-dist[:1])
+    assert scores.argmax().item() == 2
+    assert scores.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert scores.std().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_qbe_manifest_errors_name_the_line():
+    task = build_task("qbe")
+    items = [{"id": "q", "kind": "query", "term": "cat", "_manifest": "m.jsonl", "_line": 1},
+             {"id": "d", "kind": "document", "_manifest": "m.jsonl", "_line": 2}]
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: 'kind'"):
+        task.roles(items)
