@@ -12,11 +12,16 @@ from speechssl.errors import SpeechSSLError
 
 @hydra.main(config_path="recipes", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from speechssl import distributed
+
     try:
+        distributed.init(cfg.device)  # `torchrun --nproc_per_node=N run.py ...`: join the group
         run(cfg)
     except SpeechSSLError as e:  # bad input or config: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        distributed.cleanup()
 
 
 def run(cfg: DictConfig) -> None:
@@ -35,9 +40,11 @@ def run(cfg: DictConfig) -> None:
         print(f"[synth] {corpus.root}: " + ", ".join(f"{k} {v:.2f} h" for k, v in hours.items()))
     elif cfg.mode == "pretrain":
         from speechssl.data.corpus import load_corpus
+        from speechssl.distributed import main_first
         from speechssl.pretrain import pretrain
 
-        corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
+        with main_first():  # rank 0 synthesizes the corpus if needed, the others read it
+            corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
         pretrain(cfg, corpus, resolve_device(cfg.device))
     elif cfg.mode == "export":
         from speechssl.export import export_upstream
@@ -55,7 +62,9 @@ def run(cfg: DictConfig) -> None:
         from speechssl.train import train_cell
 
         row = train_cell(cfg)
-        if not in_sweep():  # a sweep prints the table once, at its end (report.py callback)
+        from speechssl.distributed import is_main
+
+        if is_main() and not in_sweep():  # a sweep prints the table once, at its end (report.py callback)
             print()
             print(leaderboard.markdown_table(leaderboard.rows(cfg.leaderboard),
                                              corpus=row["corpus"],

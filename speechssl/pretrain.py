@@ -1,5 +1,6 @@
 """Self-supervised pre-training (the upstream supplies its loss), and where an
-upstream's weights come from: a checkpoint file, an earlier run, or a new run."""
+upstream's weights come from: a checkpoint file, an earlier run, or a new run. Runs on
+one process or under torchrun with DistributedDataParallel (docs/distributed.md)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from speechssl import distributed as dist
 from speechssl.checkpoint import (
     load_training_state,
     load_weights,
@@ -84,6 +86,30 @@ def batch_inputs(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
     return x.to(device), batch["lengths"].to(device)
 
 
+class PretrainLoss(torch.nn.Module):
+    """``forward`` is the upstream's ``pretrain_loss``: DistributedDataParallel syncs the
+    gradients of what runs through a wrapped module's forward, so this is what it wraps."""
+
+    def __init__(self, upstream: Upstream):
+        super().__init__()
+        self.upstream = upstream
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> dict:
+        return self.upstream.pretrain_loss(x, lengths)
+
+
+def reduce_logs(out: dict, weight: float) -> dict[str, float]:
+    """Global-batch values of a rank's loss dict: sum over ranks of weight x value (one
+    all-reduce; the value itself in a single-process run)."""
+    keys = sorted(k for k, v in out.items() if torch.as_tensor(v).numel() == 1)
+    local = torch.stack([torch.as_tensor(out[k]).detach().float().cpu().reshape(()) * weight
+                         for k in keys])
+    if dist.is_initialized() and dist.world().world_size > 1:
+        device = out["loss"].device if out["loss"].device.type == "cuda" else "cpu"
+        local = dist.all_reduce_sum(local.to(device)).cpu()
+    return dict(zip(keys, local.tolist(), strict=True))
+
+
 @torch.no_grad()
 def dev_loss(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> float:
     model.eval()
@@ -100,8 +126,15 @@ def dev_loss(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> float:
 
 def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     """Pre-train ``cfg.upstream`` on the corpus's ``pretrain`` split; resumes from the last
-    checkpoint of an interrupted run. Returns the final safetensors file."""
+    checkpoint of an interrupted run. Returns the final safetensors file.
+
+    Under torchrun every rank runs this; each global batch is split across the ranks
+    (:func:`speechssl.distributed.shard_batch`, weighted by audio seconds or tokens) and
+    rank 0 alone writes checkpoints, logs and the final weights."""
     pc = cfg.upstream.pretrain
+    info = dist.world()
+    main = info.rank == 0
+    device = dist.local_device(device)
     run = pretrain_dir(cfg, corpus)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -114,44 +147,60 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
     state = load_training_state(run / "last", model, opt) or {"step": 0, "epoch": 0, "pos": 0,
                                                                "seconds": 0.0}
-    if state["step"]:
+    if state["step"] and main:
         print(f"[pretrain] resuming {run} from step {state['step']}")
-    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg.upstream, resolve=True))
-    model.prepare(corpus, run, device)  # e.g. HuBERT's k-means targets, cached in the run
-    writer = SummaryWriter(str(run / "tb"), purge_step=state["step"])
+    if main:
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg.upstream, resolve=True))
+    with dist.main_first():  # rank 0 fits (e.g. HuBERT's k-means) and caches; others load
+        model.prepare(corpus, run, device)
+    dist.seed_rank(cfg.seed, state["step"])
+    step_model = dist.wrap_ddp(PretrainLoss(model))
+    writer = SummaryWriter(str(run / "tb"), purge_step=state["step"]) if main else None
     model.train()
     start = time.time() - state["seconds"]
     bar = tqdm(total=pc.steps, initial=state["step"], desc=f"pretrain {cfg.upstream.name}",
-               disable=not cfg.progress)
+               disable=not (cfg.progress and main))
     last_loss = float("nan")
     while state["step"] < pc.steps:
         sampler.set_epoch(state["epoch"])
-        batches = list(sampler)[state["pos"]:]
+        # global batches (the single-process ones); this rank loads its share of each
+        shares = [dist.shard_batch(b, sizes, info.rank, info.world_size)
+                  for b in list(sampler)[state["pos"]:]]
         # its own generator: creating an iterator must not draw from the global RNG,
         # or a resumed run would see other dropout masks than an uninterrupted one
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
-                            num_workers=cfg.num_workers, generator=torch.Generator())
-        for batch in loader:
+        loader = DataLoader(dataset, batch_sampler=[idx for idx, _ in shares],
+                            collate_fn=collate, num_workers=cfg.num_workers,
+                            generator=torch.Generator())
+        for batch, (_, weight) in zip(loader, shares, strict=True):
             lr = lr_at(state["step"], pc)
             for group in opt.param_groups:
                 group["lr"] = lr
-            out = model.pretrain_loss(*batch_inputs(batch, device))
+            out = step_model(*batch_inputs(batch, device))
             opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            if info.world_size == 1:
+                out["loss"].backward()
+            else:  # DDP averages over ranks: R x weight_r makes it the global batch's loss
+                (out["loss"] * (info.world_size * weight)).backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), pc.grad_clip)
             opt.step()
             state["step"] += 1
             model.after_step(state["step"])  # e.g. data2vec's EMA teacher update
             state["pos"] += 1
-            last_loss = out["loss"].item()
+            logging = state["step"] % pc.log_every == 0
+            if info.world_size == 1:
+                last_loss = out["loss"].item()
+                logs = {k: float(v.detach()) for k, v in out.items()} if logging else {}
+            else:  # the same on every rank: one all-reduce per step
+                logs = reduce_logs(out if logging else {"loss": out["loss"]}, weight)
+                last_loss = logs["loss"]
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-            if state["step"] % pc.log_every == 0:
-                for k, v in out.items():
-                    writer.add_scalar(f"pretrain/{k}", float(v.detach()), state["step"])
+            if logging and writer is not None:
+                for k, v in logs.items():
+                    writer.add_scalar(f"pretrain/{k}", v, state["step"])
                 writer.add_scalar("pretrain/lr", lr, state["step"])
                 writer.add_scalar("pretrain/grad_norm", float(grad_norm), state["step"])
-            if state["step"] % pc.save_every == 0 or state["step"] >= pc.steps:
+            if main and (state["step"] % pc.save_every == 0 or state["step"] >= pc.steps):
                 state["seconds"] = time.time() - start
                 save_training_state(run / "last", model, opt, state)
             if state["step"] >= pc.steps:
@@ -159,10 +208,13 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
         else:
             state["epoch"], state["pos"] = state["epoch"] + 1, 0
     bar.close()
+    final = run / "model.safetensors"
+    if not main:  # rank 0 scores dev and writes the weights; the others wait for them
+        dist.barrier()
+        return final
     loss_dev = dev_loss(model, corpus, device, pc)
     writer.add_scalar("pretrain/dev_loss", loss_dev, state["step"])
     writer.close()
-    final = run / "model.safetensors"
     meta = {"upstream": cfg.upstream.name, "options": json.dumps(upstream_options(cfg.upstream)),
             "corpus": corpus.name, "steps": str(state["step"])}
     save_weights(final, model, meta)
@@ -173,6 +225,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     print(f"[pretrain] {cfg.upstream.name} on {corpus.name}: {state['step']} steps, "
           f"train loss {last_loss:.4f}, dev loss {loss_dev:.4f}, "
           f"{summary['params'] / 1e6:.2f} M params, {summary['wall_time_s']:.0f} s -> {final}")
+    dist.barrier()
     return final
 
 

@@ -1,5 +1,7 @@
 """The downstream loop: frozen features -> featurizer + probe, model selection on dev,
-one evaluation on test, one row in the leaderboard. Readable top to bottom."""
+one evaluation on test, one row in the leaderboard. Readable top to bottom. Under torchrun
+the probe trains with DistributedDataParallel; rank 0 alone evaluates, checkpoints and
+records (docs/distributed.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from downstream.base import Task, build_task
+from speechssl import distributed as dist
 from speechssl import leaderboard
 from speechssl.atomic import atomic_write_text
 from speechssl.cache import collate_features, extract_features
@@ -42,6 +45,19 @@ class ProbeModel(nn.Module):
     def __init__(self, featurizer: Featurizer, head: nn.Module):
         super().__init__()
         self.featurizer, self.head = featurizer, head
+
+
+class ProbeLoss(nn.Module):
+    """``forward`` is the task's loss on a batch of features: DistributedDataParallel syncs
+    the gradients of what runs through a wrapped module's forward, so this is what it wraps."""
+
+    def __init__(self, model: ProbeModel, task: Task):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, layers: torch.Tensor, lengths: torch.Tensor, batch: dict) -> torch.Tensor:
+        """layers: (L, B, T, D); lengths: (B,) -> scalar loss."""
+        return self.task.loss(self.model.head, self.model.featurizer(layers), lengths, batch)
 
 
 def task_from_config(cfg_down: DictConfig) -> Task:
@@ -105,9 +121,10 @@ class Cell:
 def prepare_cell(cfg: DictConfig) -> Cell:
     """Task and its splits, the corpus (synthesized if needed), the frozen upstream
     (pre-trained if needed), and the cell's run directory."""
-    device = resolve_device(cfg.device)
+    device = dist.local_device(resolve_device(cfg.device))
     task = task_from_config(cfg.downstream)
-    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
+    with dist.main_first():  # rank 0 synthesizes the corpus if needed, the others read it
+        corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
     splits = task.splits(corpus)
     task.setup(splits.get("train", []))  # QbE has no training split
     upstream, info = load_upstream(cfg, corpus, device)
@@ -121,8 +138,14 @@ def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dic
                 device, run_dir: Path) -> ProbeModel:
     """Train featurizer + probe on the train split (resuming ``run_dir/last``), keeping the
     dev-best probe in ``run_dir/best.safetensors``; a task with no dev split (ASV) keeps
-    the last probe, as s3prl does. Returns the model holding the kept weights."""
+    the last probe, as s3prl does. Returns the model holding the kept weights.
+
+    Under torchrun every rank trains on its share of each global batch (item-count
+    weighted, :func:`speechssl.distributed.shard_batch`); rank 0 evaluates dev, keeps the
+    best probe and writes checkpoints, then shares the early-stopping state."""
     oc = cfg.downstream.optim
+    info = dist.world()
+    main = info.rank == 0
     num_layers, _, dim = feats["train"][0].shape
     torch.manual_seed(cfg.seed)
     model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
@@ -130,23 +153,30 @@ def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dic
     opt = torch.optim.AdamW(model.parameters(), lr=oc.lr, weight_decay=oc.weight_decay)
     fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_dev": None, "bad_evals": 0}
     state = load_training_state(run_dir / "last", model, opt) or fresh
-    if state["step"]:
+    if state["step"] and main:
         print(f"[train] resuming {run_dir} from step {state['step']}")
+    dist.seed_rank(cfg.seed, state["step"])
+    step_model = dist.wrap_ddp(ProbeLoss(model, task))
     sampler = LengthBucketSampler([f.shape[1] for f in feats["train"]], oc.batch_frames,
                                   shuffle=True, seed=cfg.seed)
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"])
-    bar = tqdm(total=oc.max_steps, initial=state["step"], disable=not cfg.progress,
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"]) if main else None
+    bar = tqdm(total=oc.max_steps, initial=state["step"], disable=not (cfg.progress and main),
                desc=f"{task.name} probe on {cfg.upstream.name}")
     train_items = splits["train"]
     model.train()
     while state["step"] < oc.max_steps and state["bad_evals"] < oc.patience:
         sampler.set_epoch(state["epoch"])
-        for idx in list(sampler)[state["pos"]:]:
+        for global_idx in list(sampler)[state["pos"]:]:
+            idx, weight = dist.shard_batch(global_idx, None, info.rank, info.world_size)
             layers, lengths = collate_features(feats["train"], idx, device)
             batch = {"items": [train_items[i] for i in idx]}
-            loss = task.loss(model.head, model.featurizer(layers), lengths, batch)
+            loss = step_model(layers, lengths, batch)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if info.world_size == 1:
+                loss.backward()
+            else:  # DDP averages over ranks: R x weight_r makes it the global batch's loss
+                (loss * (info.world_size * weight)).backward()
+                loss = dist.all_reduce_sum(loss * weight)
             nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip)
             opt.step()
             state["step"] += 1
@@ -154,9 +184,12 @@ def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dic
             bar.update(1)
             loss_value = loss.item()
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-            writer.add_scalar("train/loss", loss_value, state["step"])
+            if writer is not None:
+                writer.add_scalar("train/loss", loss_value, state["step"])
             if state["step"] % oc.eval_every == 0 or state["step"] >= oc.max_steps:
-                if "dev" in feats:
+                if not main:  # rank 0 evaluates and saves; take its early-stopping state
+                    state = dist.broadcast_object(None)
+                elif "dev" in feats:
                     dev = evaluate(model, task, "dev", feats["dev"], splits["dev"], device,
                                    oc.batch_frames)
                     for k, v in dev.items():
@@ -170,13 +203,17 @@ def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dic
                               f"(best {state['best']:.2f})")
                 else:  # no dev split (ASV): the last probe is the one kept
                     save_weights(run_dir / "best.safetensors", model)
-                save_training_state(run_dir / "last", model, opt, state)
+                if main:
+                    save_training_state(run_dir / "last", model, opt, state)
+                    dist.broadcast_object(state)
             if state["step"] >= oc.max_steps or state["bad_evals"] >= oc.patience:
                 break
         else:
             state["epoch"], state["pos"] = state["epoch"] + 1, 0
     bar.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
+    dist.barrier()  # best.safetensors is written
     load_weights(run_dir / "best.safetensors", model)
     return model
 
@@ -206,14 +243,16 @@ def train_cell(cfg: DictConfig) -> dict:
         print(f"[train] already done (force=true to redo): {run_dir}")
         print(leaderboard.format_row(row))
         return row
-    if cfg.force and run_dir.exists():
-        shutil.rmtree(run_dir)  # force=true: start over, do not resume
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if dist.is_main():
+        if cfg.force and run_dir.exists():
+            shutil.rmtree(run_dir)  # force=true: start over, do not resume
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    dist.barrier()
 
     oc = cfg.downstream.optim
     feats = {s: extract_features(cell.upstream, items, device, batch_seconds=oc.extract_batch_seconds,
-                                 num_workers=cfg.num_workers, progress=cfg.progress,
+                                 num_workers=cfg.num_workers, progress=cfg.progress and dist.is_main(),
                                  desc=f"{cfg.upstream.name} features ({s})")
              for s, items in splits.items()}
     num_layers = feats["test"][0].shape[0]
@@ -221,6 +260,9 @@ def train_cell(cfg: DictConfig) -> dict:
 
     # a task that trains nothing (QbE) is scored on the frozen features themselves
     model = train_probe(cfg, task, feats, splits, device, run_dir) if task.trainable else None
+    if not dist.is_main():  # rank 0 scores and records the cell; take its row
+        dist.barrier()
+        return dist.broadcast_object(None)
     dev, test = score_cell(model, task, feats, splits, device, oc.batch_frames, run_dir)
     row = {
         "run_id": str(run_dir.relative_to(Path(cfg.out_dir) / "runs")),
@@ -241,7 +283,8 @@ def train_cell(cfg: DictConfig) -> dict:
     leaderboard.record(cfg.leaderboard, row)
     atomic_write_text(result_file, json.dumps(row, indent=1))
     print(leaderboard.format_row(row))
-    return row
+    dist.barrier()
+    return dist.broadcast_object(row)
 
 
 def evaluate_cell(cfg: DictConfig) -> dict[str, float]:
