@@ -91,7 +91,7 @@ def test_command_line_rewrite(tmp_path, monkeypatch, example):
         "upstream=plugin", "upstream.name=tiny_conv", "+upstream.hidden_size=8"]
     with pytest.raises(ConfigError, match="cannot mix built-in upstreams and plugged"):
         rewrite_overrides(["upstream=apc,a.b:C"], RECIPES)
-    with pytest.raises(ConfigError, match="upstream=nope: no such upstream; recipes: apc, fbank"):
+    with pytest.raises(ConfigError, match="upstream=nope: no such upstream; recipes: apc, .*fbank"):
         rewrite_overrides(["upstream=nope"], RECIPES)
     with pytest.raises(ConfigError, match="upstream=plugin needs upstream.name"):
         rewrite_overrides(["upstream=plugin"], RECIPES)
