@@ -3,6 +3,8 @@ and reused by every probe step and epoch instead of re-running the upstream."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -11,6 +13,27 @@ from tqdm import tqdm
 from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
 from speechssl.errors import ConfigError
 from speechssl.upstream.base import Upstream
+
+
+def split_features(upstream: Upstream, items: list[dict], device: torch.device, *,
+                   key: dict, cfg, layers: list[int] | None = None, progress: bool = True,
+                   desc: str = "features") -> Sequence[Tensor] | None:
+    """The frozen features of one split, indexed like ``items``: one (L, T_i, D) fp16 tensor
+    per item (only ``layers`` when given), or None when the split runs on the fly
+    (``cache=false``, or its features exceed ``cache_budget_gb``).
+
+    ``key`` names what the features depend on (upstream weights hash, upstream config,
+    corpus, split); ``cfg`` is the run's root config (``cache``, ``cache_dir``,
+    ``cache_budget_gb``, ``num_workers``, ``downstream.optim.extract_batch_seconds``).
+    """
+    if not cfg.get("cache", True):
+        return None
+    feats = extract_features(upstream, items, device,
+                             batch_seconds=cfg.downstream.optim.extract_batch_seconds,
+                             num_workers=cfg.num_workers, progress=progress, desc=desc)
+    if layers is not None:
+        feats = [f[layers] for f in feats]
+    return feats
 
 
 @torch.inference_mode()

@@ -21,7 +21,7 @@ from downstream.base import Task, build_task
 from speechssl import distributed as dist
 from speechssl import leaderboard
 from speechssl.atomic import atomic_write_text
-from speechssl.cache import collate_features, extract_features
+from speechssl.cache import collate_features, split_features
 from speechssl.checkpoint import (
     load_training_state,
     load_weights,
@@ -132,6 +132,14 @@ def prepare_cell(cfg: DictConfig) -> Cell:
     task.device = str(device)
     run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
     return Cell(device, task, corpus, splits, upstream, info, run_dir)
+
+
+def feature_key(cfg: DictConfig, cell: Cell, split: str) -> dict:
+    """What a split's frozen features depend on: the upstream's weights and config, the
+    corpus and the split (the cache key, speechssl/cache.py)."""
+    return {"weights_hash": cell.info.weights_hash, "upstream": cfg.upstream.name,
+            "upstream_config": OmegaConf.to_container(cfg.upstream, resolve=True),
+            "corpus": cell.corpus.name, "split": split}
 
 
 def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dict[str, list[dict]],
@@ -251,9 +259,9 @@ def train_cell(cfg: DictConfig) -> dict:
     dist.barrier()
 
     oc = cfg.downstream.optim
-    feats = {s: extract_features(cell.upstream, items, device, batch_seconds=oc.extract_batch_seconds,
-                                 num_workers=cfg.num_workers, progress=cfg.progress and dist.is_main(),
-                                 desc=f"{cfg.upstream.name} features ({s})")
+    feats = {s: split_features(cell.upstream, items, device, key=feature_key(cfg, cell, s), cfg=cfg,
+                               progress=cfg.progress and dist.is_main(),
+                               desc=f"{cfg.upstream.name} features ({s})")
              for s, items in splits.items()}
     num_layers = feats["test"][0].shape[0]
     cell.upstream = None  # features are extracted: free the upstream
@@ -296,8 +304,8 @@ def evaluate_cell(cfg: DictConfig) -> dict[str, float]:
         raise SpeechSSLError(f"no trained probe at {run_dir}: run mode=train first")
     oc = cfg.downstream.optim
     needed = {s: splits[s] for s in ("dev", "test") if s in splits}
-    feats = {s: extract_features(cell.upstream, items, device, oc.extract_batch_seconds,
-                                 num_workers=cfg.num_workers, progress=cfg.progress, desc=s)
+    feats = {s: split_features(cell.upstream, items, device, key=feature_key(cfg, cell, s),
+                               cfg=cfg, progress=cfg.progress, desc=s)
              for s, items in needed.items()}
     model = None
     if task.trainable:
