@@ -15,7 +15,7 @@ from speechssl.data.manifest import read_manifest
 from speechssl.errors import ConfigError
 
 CORPORA = ("synth", "librispeech", "speech_commands", "fluent_speech_commands", "voxceleb1",
-           "iemocap", "snips", "librimix", "glue", "squad", "conllu")
+           "iemocap", "snips", "librimix", "quesst14", "glue", "squad", "conllu")
 
 
 @dataclass

@@ -18,6 +18,7 @@ from speechssl.data.corpora import (
     iemocap,
     librimix,
     librispeech,
+    quesst14,
     snips,
     speech_commands,
     text,
@@ -34,6 +35,7 @@ READERS = {
     "iemocap": iemocap.scan,
     "snips": snips.scan,
     "librimix": librimix.scan,
+    "quesst14": quesst14.scan,
     "glue": text.scan_glue,  # text sets (speechssl.data.corpora.text)
     "squad": text.scan_squad,
     "conllu": text.scan_conllu,
