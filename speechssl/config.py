@@ -78,6 +78,9 @@ def check_values(cfg: DictConfig) -> None:
     build_from_config(cfg.upstream)
     resolve_device(cfg.device)
     check_suite_config(cfg)
+    from speechssl.cache import check_cache_config
+
+    check_cache_config(cfg)
     if cfg.corpus.name == "synth":
         from speechssl.data.synth import SIZES
 

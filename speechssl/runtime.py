@@ -30,8 +30,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(n: int) -> None:
-    """Use ``n`` intra-op threads (0 = one per core)."""
-    torch.set_num_threads(n if n > 0 else (os.cpu_count() or 1))
+    """Use ``n`` intra-op threads; 0 = the cores this process may run on (CPU affinity, not
+    the host's count), shared out among the ranks of this node under torchrun."""
+    if n <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        n = max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(n)
 
 
 def seed_everything(seed: int) -> None:
