@@ -54,6 +54,10 @@ def run(cfg: DictConfig) -> None:
         from speechssl.report import report_from_config
 
         report_from_config(cfg)
+    elif cfg.mode == "compare":
+        from speechssl.compare import compare
+
+        compare(cfg)
     elif cfg.mode == "evaluate":
         from speechssl.train import evaluate_cell
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from speechssl.errors import ConfigError
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-MODES = ("train", "evaluate", "pretrain", "synth", "export", "leaderboard")
+MODES = ("train", "evaluate", "pretrain", "synth", "export", "leaderboard", "compare")
 
 
 def _first_of_sweeps(overrides: list[str]) -> list[str]:
@@ -55,7 +55,8 @@ def check_overrides(overrides: list[str]) -> None:
             msg = str(e).split("\nConfig search path")[0]
             key = re.search(r"Could not override '([\w.]+)'", msg)
             if key:
-                groups = [o for o in user if o.split("=")[0] in ("upstream", "downstream", "corpus", "suite")]
+                groups = [o for o in user if o.split("=")[0] in ("upstream", "downstream", "corpus", "suite",
+                                                              "tuning")]
                 base = compose("config", overrides=groups)
                 raise ConfigError(f"unknown config key '{key.group(1)}'; "
                                   f"{_valid_keys_message(base, key.group(1))}") from None
@@ -74,8 +75,9 @@ def check_values(cfg: DictConfig) -> None:
     from speechssl.runtime import resolve_device
     from speechssl.train import task_from_config
 
-    task_from_config(cfg.downstream)
-    build_from_config(cfg.upstream)
+    task = task_from_config(cfg.downstream)
+    upstream = build_from_config(cfg.upstream)
+    check_tuning_config(cfg, task, upstream)
     resolve_device(cfg.device)
     check_suite_config(cfg)
     from speechssl.cache import check_cache_config
@@ -86,6 +88,22 @@ def check_values(cfg: DictConfig) -> None:
 
         if cfg.corpus.size not in SIZES:
             raise ConfigError(f"corpus.size={cfg.corpus.size!r}; valid sizes: {', '.join(SIZES)}")
+
+
+def check_tuning_config(cfg: DictConfig, task, upstream) -> None:
+    """`tuning` (recipes/tuning/NAME.yaml): a known mode with valid options, that the
+    upstream can host; mode=compare fine-tunes and trains from scratch."""
+    from speechssl import tuning
+
+    tuning.check_tuning(cfg.get("tuning"))
+    modes = ["full", "scratch"] if cfg.mode == "compare" else [tuning.mode_of(cfg)]
+    for mode in modes:
+        tuning.check_supported(upstream, cfg.upstream.name, mode)
+        if mode != "frozen" and not task.trainable:
+            raise ConfigError(f"downstream {task.name!r} trains no probe (it scores the frozen "
+                              f"features), so tuning={mode} has nothing to train; use "
+                              f"tuning=frozen" + (" (mode=compare needs a trained probe)"
+                                                  if cfg.mode == "compare" else ""))
 
 
 def check_suite_config(cfg: DictConfig) -> None:

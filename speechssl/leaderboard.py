@@ -110,7 +110,7 @@ def format_row(row: dict) -> str:
     """One run as a line: task, upstream, headline metric on dev and test."""
     extra = json.loads(row.get("metrics_json") or "{}").get("test", {})
     others = ", ".join(f"{k}={v:.2f}" for k, v in extra.items() if k != row["metric"])
-    return (f"{row['task']} | {row['upstream']} ({row['weights_hash']}) | corpus {row['corpus']} | "
+    return (f"{row['task']} | {upstream_label(row)} ({row['weights_hash']}) | corpus {row['corpus']} | "
             f"seed {row['seed']} | dev {row['metric']} {row['dev_value']:.2f} | "
             f"test {row['metric']} {row['test_value']:.2f}" + (f" ({others})" if others else "")
             + f" | {row['wall_time_s']:.0f} s")
@@ -165,10 +165,32 @@ def _downstream_yaml(config_yaml: str) -> dict:
     return down if isinstance(down, dict) else {}
 
 
+@functools.lru_cache(maxsize=4096)
+def _tuning_yaml(config_yaml: str) -> dict:
+    """The `tuning` section of a run's config_yaml ({} when absent: frozen)."""
+    try:
+        cfg = yaml.safe_load(config_yaml) or {}
+    except yaml.YAMLError:
+        return {}
+    tc = cfg.get("tuning") if isinstance(cfg, dict) else None
+    return tc if isinstance(tc, dict) else {}
+
+
 def _run_config(row: dict) -> dict:
-    """The run's downstream config, flattened (`optim.lr` ...), without the fold."""
+    """The run's downstream config, flattened (`optim.lr` ...), without the fold, plus the
+    tuning hyper-parameters (`tuning.rank` ...) of a tuned run."""
     flat = _flatten(_downstream_yaml(row.get("config_yaml") or ""))
+    tc = _tuning_yaml(row.get("config_yaml") or "")
+    if tc.get("name", "frozen") != "frozen":
+        flat.update(_flatten(tc, "tuning."))
     return {k: v for k, v in flat.items() if k not in NOT_A_VARIANT}
+
+
+def upstream_label(row: dict) -> str:
+    """The upstream as the tables show it: its name, with the tuning mode when it is not
+    frozen (`bert [lora]`), so differently tuned runs are separate rows, never variants."""
+    mode = row.get("tuning") or "frozen"
+    return row["upstream"] if mode == "frozen" else f"{row['upstream']} [{mode}]"
 
 
 def run_fold(row: dict):
@@ -223,7 +245,7 @@ def aggregate(records: list[dict]) -> list[CellResult]:
     seed's value the mean over folds."""
     groups: dict[tuple, dict] = {}
     for r in records:
-        key = (r["corpus"], r["upstream"], r["task"])
+        key = (r["corpus"], upstream_label(r), r["task"])
         variant = tuple(sorted({**_run_config(r), "weights": r.get("weights_hash")}.items(),
                                key=lambda kv: kv[0]))
         variant = tuple((k, repr(v) if isinstance(v, list | dict) else v) for k, v in variant)

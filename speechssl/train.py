@@ -1,7 +1,13 @@
-"""The downstream loop: frozen features -> featurizer + probe, model selection on dev,
-one evaluation on test, one row in the leaderboard. Readable top to bottom. Under torchrun
-the probe trains with DistributedDataParallel; rank 0 alone evaluates, checkpoints and
-records (docs/distributed.md)."""
+"""The downstream loop: the layers of each batch -> featurizer + probe, model selection on
+dev, one evaluation on test, one row in the leaderboard. Readable top to bottom.
+
+Where the layers of a batch come from is one small object: ``CachedLayers`` (frozen
+features extracted once, speechssl/cache.py) or ``LiveLayers`` (the upstream runs on every
+batch: ``cache=false`` or over budget, frozen and without gradients, the s3prl way; or a
+tuned upstream, ``tuning=full|scratch|adapter|lora|prefix|prompt``, speechssl/tuning.py,
+whose trained parameters join the probe's). Under torchrun the trained module runs under
+DistributedDataParallel; rank 0 alone evaluates, checkpoints and records
+(docs/distributed.md, docs/tuning.md)."""
 
 from __future__ import annotations
 
@@ -13,26 +19,26 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from downstream.base import Task, build_task
 from speechssl import distributed as dist
-from speechssl import leaderboard
+from speechssl import leaderboard, tuning
 from speechssl.atomic import atomic_write_text
-from speechssl.cache import collate_features, split_features
+from speechssl.cache import check_modality, collate_features, split_features
 from speechssl.checkpoint import (
     load_training_state,
     load_weights,
     save_training_state,
     save_weights,
 )
-from speechssl.data.batching import LengthBucketSampler
+from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
 from speechssl.data.corpus import Corpus, load_corpus
 from speechssl.errors import SpeechSSLError
 from speechssl.featurizer import Featurizer
-from speechssl.pretrain import UpstreamInfo, count_params, load_upstream
+from speechssl.pretrain import UpstreamInfo, build_from_config, count_params, load_upstream
 from speechssl.runtime import code_version, config_hash, resolve_device
 from speechssl.upstream.base import Upstream
 
@@ -40,23 +46,101 @@ TASK_RESERVED = ("name", "optim", "featurizer")
 
 
 class ProbeModel(nn.Module):
-    """What trains downstream: the layer weights and the task head."""
+    """What trains downstream: the layer weights, the task head and, with a tuned upstream,
+    the upstream parameters that train (the very Parameter objects of the upstream, named
+    ``upstream.<its name with / for .>``), so optimizer and checkpoints hold them too."""
 
-    def __init__(self, featurizer: Featurizer, head: nn.Module):
+    def __init__(self, featurizer: Featurizer, head: nn.Module,
+                 tuned: dict[str, nn.Parameter] | None = None):
         super().__init__()
         self.featurizer, self.head = featurizer, head
+        self.upstream = nn.ParameterDict({n.replace(".", "/"): p for n, p in (tuned or {}).items()})
+
+
+class CachedLayers(nn.Module):
+    """The layers of a batch read from frozen features: one (L, T_i, D) tensor per item.
+    ``sizes``: frames per item, the unit of ``batch_frames``."""
+
+    def __init__(self, feats, device: torch.device):
+        super().__init__()
+        self.feats, self.device = feats, device
+        lengths = getattr(feats, "lengths", None)  # a disk cache knows them without reading
+        self.sizes = list(lengths) if lengths is not None else [f.shape[1] for f in feats]
+
+    def dims(self) -> tuple[int, int]:
+        """(number of layers L, feature size D)."""
+        L, _, D = self.feats[0].shape
+        return L, D
+
+    def forward(self, idx: list[int]) -> tuple[Tensor, Tensor]:
+        """Item indices (B,) -> layers (L, B, T, D) float32, lengths (B,)."""
+        return collate_features(self.feats, idx, self.device)
+
+
+class LiveLayers(nn.Module):
+    """The layers of a batch computed by the upstream on the spot. Frozen: eval mode, no
+    gradients, rounded to fp16 as the cache stores them (cache=false changes memory and
+    time, not results). Tuned (``trainable``): gradients flow, and ``train()`` puts the
+    upstream in train mode (speechssl.tuning.set_train_mode).
+
+    ``sizes`` per item: tokens (text; each item gets ``item["_tokens"]``, as in feature
+    extraction) or frames estimated from the duration (audio), the unit of ``batch_frames``."""
+
+    def __init__(self, upstream: Upstream, items: list[dict], device: torch.device,
+                 trainable: bool):
+        super().__init__()
+        check_modality(upstream, items)
+        self.upstream, self.device, self.trainable = upstream, device, trainable
+        self.text = getattr(upstream, "modality", "audio") == "text"
+        if self.text:
+            self.encoded = [upstream.encode(it) for it in items]
+            for it, enc in zip(items, self.encoded, strict=True):
+                it["_tokens"] = enc
+            self.sizes = [len(e.ids) for e in self.encoded]
+        else:
+            self.audio = AudioDataset(items, sample_rate=upstream.sample_rate)
+            self.sizes = [it["duration"] * upstream.sample_rate / upstream.downsample_rate
+                          for it in items]
+        self.train(False)
+
+    def train(self, mode: bool = True) -> LiveLayers:
+        self.training = mode
+        tuning.set_train_mode(self.upstream, mode and self.trainable)
+        return self
+
+    def dims(self) -> tuple[int, int]:
+        d = self.upstream.describe()
+        return d["num_layers"], d["hidden_size"]
+
+    def forward(self, idx: list[int]) -> tuple[Tensor, Tensor]:
+        """Item indices (B,) -> layers (L, B, T, D) float32, lengths (B,)."""
+        if self.text:
+            from speechssl.text.data import pad_ids
+
+            x, lengths = pad_ids([torch.tensor(self.encoded[i].ids) for i in idx],
+                                 self.upstream.pad_id)
+        else:
+            batch = collate_audio([self.audio[i] for i in idx])
+            x, lengths = batch["audio"], batch["lengths"]
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            out = self.upstream(x.to(self.device), lengths.to(self.device))
+            layers = torch.stack(out.hidden_states, dim=0)
+        if not self.trainable:
+            layers = layers.to(torch.float16).float()
+        return layers, out.lengths
 
 
 class ProbeLoss(nn.Module):
-    """``forward`` is the task's loss on a batch of features: DistributedDataParallel syncs
-    the gradients of what runs through a wrapped module's forward, so this is what it wraps."""
+    """``forward`` is the task's loss on a batch, from item indices to the scalar: the layers
+    come from ``source`` (a tuned upstream runs in here). DistributedDataParallel syncs the
+    gradients of what runs through a wrapped module's forward, so this is what it wraps."""
 
-    def __init__(self, model: ProbeModel, task: Task):
+    def __init__(self, model: ProbeModel, task: Task, source: CachedLayers | LiveLayers):
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task, self.source = model, task, source
 
-    def forward(self, layers: torch.Tensor, lengths: torch.Tensor, batch: dict) -> torch.Tensor:
-        """layers: (L, B, T, D); lengths: (B,) -> scalar loss."""
+    def forward(self, idx: list[int], batch: dict) -> torch.Tensor:
+        layers, lengths = self.source(idx)  # (L, B, T, D), (B,)
         return self.task.loss(self.model.head, self.model.featurizer(layers), lengths, batch)
 
 
@@ -71,37 +155,44 @@ def better(a: float, b: float | None, higher_is_better: bool) -> bool:
 
 
 @torch.no_grad()
-def predict_split(model: ProbeModel | None, task: Task, feats: list, items: list[dict], device,
-                  batch_frames: int) -> list:
+def predict_split(model: ProbeModel | None, task: Task, source: CachedLayers | LiveLayers,
+                  items: list[dict], batch_frames: int) -> list:
     """Per-item predictions of the probe, in item order (batches in length order, no
-    shuffling). With no probe (``task.trainable`` False) the frozen features are the
-    predictions."""
-    if model is None:
-        return feats
-    model.eval()
-    sampler = LengthBucketSampler([f.shape[1] for f in feats], batch_frames, shuffle=False)
+    shuffling); leaves the model and the source in eval mode. With no probe
+    (``task.trainable`` False) each item's (L, T, D) features are the predictions."""
+    if model is not None:
+        model.eval()
+    source.eval()
+    if model is None and isinstance(source, CachedLayers):
+        return source.feats
     preds: list = [None] * len(items)
-    for idx in sampler:
-        layers, lengths = collate_features(feats, idx, device)
+    for idx in LengthBucketSampler(source.sizes, batch_frames, shuffle=False):
+        layers, lengths = source(idx)
+        if model is None:
+            for b, i in enumerate(idx):
+                preds[i] = layers[:, b, : int(lengths[b])].to("cpu", torch.float16)
+            continue
         batch = {"items": [items[i] for i in idx]}
         for i, p in zip(idx, task.predict(model.head, model.featurizer(layers), lengths, batch),
                         strict=True):
             preds[i] = p
-    model.train()
     return preds
 
 
-def evaluate(model: ProbeModel | None, task: Task, split: str, feats: list, items: list[dict],
-             device, batch_frames: int, out_dir: Path | None = None) -> dict[str, float]:
+def evaluate(model: ProbeModel | None, task: Task, split: str, source: CachedLayers | LiveLayers,
+             items: list[dict], batch_frames: int, out_dir: Path | None = None) -> dict[str, float]:
     """Score the probe on one split; ``out_dir`` (final test pass) receives output files."""
-    preds = predict_split(model, task, feats, items, device, batch_frames)
+    preds = predict_split(model, task, source, items, batch_frames)
     return task.evaluate_split(split, preds, items, out_dir)
 
 
 def run_dir_for(cfg: DictConfig, tag: str, task: str, corpus: str) -> Path:
-    """One directory per (upstream weights, task, corpus, seed, probe config): a changed
-    probe or optimizer setting is a new cell, never a resume of another one."""
-    probe = config_hash(OmegaConf.to_container(cfg.downstream, resolve=True), n=8)
+    """One directory per (upstream weights, task, corpus, seed, probe and tuning config): a
+    changed probe, optimizer or tuning setting is a new cell, never a resume of another."""
+    key = OmegaConf.to_container(cfg.downstream, resolve=True)
+    if tuning.mode_of(cfg) != "frozen":  # frozen cells keep the directories they always had
+        key = {"downstream": key, "tuning": OmegaConf.to_container(cfg.tuning, resolve=True)}
+    probe = config_hash(key, n=8)
     return Path(cfg.out_dir) / "runs" / tag / task / corpus / f"seed{cfg.seed}-{probe}"
 
 
@@ -116,11 +207,12 @@ class Cell:
     upstream: Upstream
     info: UpstreamInfo
     run_dir: Path
+    tuned: dict[str, nn.Parameter]  # the upstream parameters that train (none when frozen)
 
 
 def prepare_cell(cfg: DictConfig) -> Cell:
-    """Task and its splits, the corpus (synthesized if needed), the frozen upstream
-    (pre-trained if needed), and the cell's run directory."""
+    """Task and its splits, the corpus (synthesized if needed), the upstream (pre-trained
+    if needed) made ready for ``cfg.tuning``, and the cell's run directory."""
     device = dist.local_device(resolve_device(cfg.device))
     task = task_from_config(cfg.downstream)
     with dist.main_first():  # rank 0 synthesizes the corpus if needed, the others read it
@@ -128,10 +220,16 @@ def prepare_cell(cfg: DictConfig) -> Cell:
     splits = task.splits(corpus)
     task.setup(splits.get("train", []))  # QbE has no training split
     upstream, info = load_upstream(cfg, corpus, device)
+    fresh = None
+    if tuning.mode_of(cfg) == "scratch":  # the same architecture, randomly initialised
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            fresh = build_from_config(cfg.upstream)
+    tuned = tuning.apply_tuning(upstream, cfg.get("tuning"), cfg.upstream.name, cfg.seed, fresh)
     task.frame_shift = upstream.downsample_rate / upstream.sample_rate
     task.device = str(device)
     run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
-    return Cell(device, task, corpus, splits, upstream, info, run_dir)
+    return Cell(device, task, corpus, splits, upstream, info, run_dir, tuned)
 
 
 def feature_key(cfg: DictConfig, cell: Cell, split: str) -> dict:
@@ -142,43 +240,83 @@ def feature_key(cfg: DictConfig, cell: Cell, split: str) -> dict:
             "corpus": cell.corpus.name, "split": split}
 
 
-def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dict[str, list[dict]],
-                device, run_dir: Path) -> ProbeModel:
-    """Train featurizer + probe on the train split (resuming ``run_dir/last``), keeping the
-    dev-best probe in ``run_dir/best.safetensors``; a task with no dev split (ASV) keeps
-    the last probe, as s3prl does. Returns the model holding the kept weights.
+def layer_sources(cfg: DictConfig, cell: Cell,
+                  splits: dict[str, list[dict]]) -> dict[str, CachedLayers | LiveLayers]:
+    """Where each split's layers come from: the frozen-feature cache, or the upstream run on
+    every batch (a tuned upstream; cache=false; a split over the cache budget)."""
+    trainable = bool(cell.tuned)
+    sources: dict[str, CachedLayers | LiveLayers] = {}
+    for s, items in splits.items():
+        feats = None if trainable else split_features(
+            cell.upstream, items, cell.device, key=feature_key(cfg, cell, s), cfg=cfg,
+            progress=cfg.progress and dist.is_main(), desc=f"{cfg.upstream.name} features ({s})")
+        if feats is not None:
+            sources[s] = CachedLayers(feats, cell.device)
+        else:
+            sources[s] = LiveLayers(cell.upstream, items, cell.device, trainable)
+    live = [s for s, src in sources.items() if isinstance(src, LiveLayers)]
+    if live and dist.is_main():
+        why = f"tuning={tuning.mode_of(cfg)}" if trainable else "not cached"
+        print(f"[train] {cfg.upstream.name} runs on every batch of {', '.join(live)} ({why})")
+    return sources
+
+
+def param_groups(model: ProbeModel, lr: float, upstream_lr: float | None) -> list[dict]:
+    """The probe's parameters at ``lr``; the tuned upstream's at ``upstream_lr``."""
+    tuned = list(model.upstream.parameters())
+    ids = {id(p) for p in tuned}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr": lr}]
+    if tuned:
+        groups.append({"params": tuned, "lr": upstream_lr})
+    return groups
+
+
+def train_probe(cfg: DictConfig, cell: Cell,
+                sources: dict[str, CachedLayers | LiveLayers]) -> ProbeModel:
+    """Train featurizer + probe (+ the tuned upstream parameters) on the train split
+    (resuming ``run_dir/last``), keeping the dev-best weights in ``run_dir/best.safetensors``;
+    a task with no dev split (ASV) keeps the last ones, as s3prl does. Returns the model
+    holding the kept weights.
 
     Under torchrun every rank trains on its share of each global batch (item-count
     weighted, :func:`speechssl.distributed.shard_batch`); rank 0 evaluates dev, keeps the
-    best probe and writes checkpoints, then shares the early-stopping state."""
+    best weights and writes checkpoints, then shares the early-stopping state."""
+    task, splits, device, run_dir = cell.task, cell.splits, cell.device, cell.run_dir
     oc = cfg.downstream.optim
     info = dist.world()
     main = info.rank == 0
-    num_layers, _, dim = feats["train"][0].shape
+    num_layers, dim = sources["train"].dims()
     torch.manual_seed(cfg.seed)
     model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
-                       task.build_probe(dim)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=oc.lr, weight_decay=oc.weight_decay)
+                       task.build_probe(dim), cell.tuned).to(device)
+    upstream_lr = cfg.tuning.get("upstream_lr") if cell.tuned else None
+    opt = torch.optim.AdamW(param_groups(model, oc.lr, upstream_lr), lr=oc.lr,
+                            weight_decay=oc.weight_decay)
+    if main:
+        n_up = count_params(model.upstream)
+        n_all = cell.info.params if cell.upstream is None else count_params(cell.upstream)
+        print(f"[train] tuning={tuning.mode_of(cfg)}: training {n_up:,} of {n_all:,} upstream "
+              f"parameters ({100 * n_up / max(n_all, 1):.2f}%) + "
+              f"{count_params(model) - n_up:,} featurizer and probe parameters")
     fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_dev": None, "bad_evals": 0}
     state = load_training_state(run_dir / "last", model, opt) or fresh
     if state["step"] and main:
         print(f"[train] resuming {run_dir} from step {state['step']}")
     dist.seed_rank(cfg.seed, state["step"])
-    step_model = dist.wrap_ddp(ProbeLoss(model, task))
-    sampler = LengthBucketSampler([f.shape[1] for f in feats["train"]], oc.batch_frames,
-                                  shuffle=True, seed=cfg.seed)
+    step_model = dist.wrap_ddp(ProbeLoss(model, task, sources["train"]))
+    sampler = LengthBucketSampler(sources["train"].sizes, oc.batch_frames, shuffle=True,
+                                  seed=cfg.seed)
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"]) if main else None
     bar = tqdm(total=oc.max_steps, initial=state["step"], disable=not (cfg.progress and main),
                desc=f"{task.name} probe on {cfg.upstream.name}")
     train_items = splits["train"]
-    model.train()
+    step_model.train()
     while state["step"] < oc.max_steps and state["bad_evals"] < oc.patience:
         sampler.set_epoch(state["epoch"])
         for global_idx in list(sampler)[state["pos"]:]:
             idx, weight = dist.shard_batch(global_idx, None, info.rank, info.world_size)
-            layers, lengths = collate_features(feats["train"], idx, device)
             batch = {"items": [train_items[i] for i in idx]}
-            loss = step_model(layers, lengths, batch)
+            loss = step_model(idx, batch)
             opt.zero_grad(set_to_none=True)
             if info.world_size == 1:
                 loss.backward()
@@ -197,8 +335,8 @@ def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dic
             if state["step"] % oc.eval_every == 0 or state["step"] >= oc.max_steps:
                 if not main:  # rank 0 evaluates and saves; take its early-stopping state
                     state = dist.broadcast_object(None)
-                elif "dev" in feats:
-                    dev = evaluate(model, task, "dev", feats["dev"], splits["dev"], device,
+                elif "dev" in sources:
+                    dev = evaluate(model, task, "dev", sources["dev"], splits["dev"],
                                    oc.batch_frames)
                     for k, v in dev.items():
                         writer.add_scalar(f"dev/{k}", v, state["step"])
@@ -209,11 +347,12 @@ def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dic
                         state["bad_evals"] += 1
                     bar.write(f"step {state['step']}: dev {task.metric} {dev[task.metric]:.2f} "
                               f"(best {state['best']:.2f})")
-                else:  # no dev split (ASV): the last probe is the one kept
+                else:  # no dev split (ASV): the last weights are the ones kept
                     save_weights(run_dir / "best.safetensors", model)
                 if main:
                     save_training_state(run_dir / "last", model, opt, state)
                     dist.broadcast_object(state)
+                step_model.train()  # evaluation left the probe and the upstream in eval mode
             if state["step"] >= oc.max_steps or state["bad_evals"] >= oc.patience:
                 break
         else:
@@ -226,25 +365,23 @@ def train_probe(cfg: DictConfig, task: Task, feats: dict[str, list], splits: dic
     return model
 
 
-def score_cell(model: ProbeModel | None, task: Task, feats: dict[str, list],
-               splits: dict[str, list[dict]], device, batch_frames: int,
-               run_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """Dev then test scores of the kept probe (or of the frozen features when the task
+def score_cell(model: ProbeModel | None, task: Task, sources: dict, splits: dict[str, list[dict]],
+               batch_frames: int, run_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Dev then test scores of the kept weights (or of the frozen features when the task
     trains nothing). Dev goes first: tasks tune post-processing there (SD's threshold and
     median filter, QbE's layer) and apply it to test; test writes its files to run_dir."""
-    dev = (evaluate(model, task, "dev", feats["dev"], splits["dev"], device, batch_frames)
+    dev = (evaluate(model, task, "dev", sources["dev"], splits["dev"], batch_frames)
            if "dev" in splits else {})
-    test = evaluate(model, task, "test", feats["test"], splits["test"], device, batch_frames,
+    test = evaluate(model, task, "test", sources["test"], splits["test"], batch_frames,
                     out_dir=run_dir)
     return dev, test
 
 
 def train_cell(cfg: DictConfig) -> dict:
-    """Train and evaluate one (upstream, task) cell; returns the leaderboard row."""
+    """Train and evaluate one (upstream, task, tuning) cell; returns the leaderboard row."""
     t0 = time.time()
     cell = prepare_cell(cfg)
-    device, task, corpus, splits, info, run_dir = (cell.device, cell.task, cell.corpus,
-                                                   cell.splits, cell.info, cell.run_dir)
+    task, corpus, splits, info, run_dir = cell.task, cell.corpus, cell.splits, cell.info, cell.run_dir
     result_file = run_dir / "result.json"
     if result_file.is_file() and not cfg.force:
         row = json.loads(result_file.read_text())
@@ -259,19 +396,17 @@ def train_cell(cfg: DictConfig) -> dict:
     dist.barrier()
 
     oc = cfg.downstream.optim
-    feats = {s: split_features(cell.upstream, items, device, key=feature_key(cfg, cell, s), cfg=cfg,
-                               progress=cfg.progress and dist.is_main(),
-                               desc=f"{cfg.upstream.name} features ({s})")
-             for s, items in splits.items()}
-    num_layers = feats["test"][0].shape[0]
-    cell.upstream = None  # features are extracted: free the upstream
+    sources = layer_sources(cfg, cell, splits)
+    num_layers = sources["test"].dims()[0]
+    if all(isinstance(src, CachedLayers) for src in sources.values()):
+        cell.upstream = None  # features are extracted: free the upstream
 
     # a task that trains nothing (QbE) is scored on the frozen features themselves
-    model = train_probe(cfg, task, feats, splits, device, run_dir) if task.trainable else None
+    model = train_probe(cfg, cell, sources) if task.trainable else None
     if not dist.is_main():  # rank 0 scores and records the cell; take its row
         dist.barrier()
         return dist.broadcast_object(None)
-    dev, test = score_cell(model, task, feats, splits, device, oc.batch_frames, run_dir)
+    dev, test = score_cell(model, task, sources, splits, oc.batch_frames, run_dir)
     row = {
         "run_id": str(run_dir.relative_to(Path(cfg.out_dir) / "runs")),
         "upstream": cfg.upstream.name, "weights_hash": info.weights_hash,
@@ -279,7 +414,7 @@ def train_cell(cfg: DictConfig) -> dict:
         "metric": task.metric, "higher_is_better": int(task.higher_is_better),
         "dev_value": dev.get(task.metric, float("nan")), "test_value": test[task.metric],
         "metrics_json": json.dumps({"dev": dev or None, "test": test}),
-        "seed": int(cfg.seed), "tuning": "frozen",
+        "seed": int(cfg.seed), "tuning": tuning.mode_of(cfg),
         "trainable_params": count_params(model, trainable_only=True) if model else 0,
         "upstream_params": info.params,
         "layer_weights": json.dumps(model.featurizer.layer_weights() if model
@@ -296,24 +431,22 @@ def train_cell(cfg: DictConfig) -> dict:
 
 
 def evaluate_cell(cfg: DictConfig) -> dict[str, float]:
-    """Re-score the kept probe of a trained cell on its test split (records nothing).
+    """Re-score the kept weights of a trained cell on its test split (records nothing).
     Dev is scored first, as in training, for tasks that tune post-processing on it."""
     cell = prepare_cell(cfg)
-    device, task, splits, run_dir = cell.device, cell.task, cell.splits, cell.run_dir
+    task, splits, run_dir = cell.task, cell.splits, cell.run_dir
     if task.trainable and not (run_dir / "best.safetensors").is_file():
         raise SpeechSSLError(f"no trained probe at {run_dir}: run mode=train first")
     oc = cfg.downstream.optim
     needed = {s: splits[s] for s in ("dev", "test") if s in splits}
-    feats = {s: split_features(cell.upstream, items, device, key=feature_key(cfg, cell, s),
-                               cfg=cfg, progress=cfg.progress, desc=s)
-             for s, items in needed.items()}
+    sources = layer_sources(cfg, cell, needed)
     model = None
     if task.trainable:
-        num_layers, _, dim = feats["test"][0].shape
+        num_layers, dim = sources["test"].dims()
         model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
-                           task.build_probe(dim)).to(device)
+                           task.build_probe(dim), cell.tuned).to(cell.device)
         load_weights(run_dir / "best.safetensors", model)
-    _, test = score_cell(model, task, feats, needed, device, oc.batch_frames, run_dir)
+    _, test = score_cell(model, task, sources, needed, oc.batch_frames, run_dir)
     print(f"[evaluate] {cfg.upstream.name} x {task.name} on {cell.corpus.name} test: "
           + ", ".join(f"{k}={v:.2f}" for k, v in test.items()))
     return test

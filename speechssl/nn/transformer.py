@@ -3,6 +3,12 @@
 
 Right-padded batches with a key padding mask, so valid frames never attend to padding;
 every layer's output is returned.
+
+Hooks for the tuning modes (speechssl/tuning.py installs speechssl/nn/peft.py layers; all
+None by default, so a plain encoder and its checkpoints are unchanged): a LoRA update on
+``SelfAttention.qkv`` / ``out``, a bottleneck adapter after each layer's feed-forward,
+per-layer attention prefixes (keys and values attended by every frame, never masked) and
+soft prompt vectors prepended to the encoder input and stripped from every output.
 """
 
 from __future__ import annotations
@@ -51,7 +57,12 @@ class ConvPositions(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention; (B, T, D) and key padding (B, T) True=pad -> (B, T, D)."""
+    """Multi-head self-attention; (B, T, D) and key padding (B, T) True=pad -> (B, T, D).
+
+    ``prefix``: (2, P, D) keys and values prepended to the projected keys and values; every
+    frame may attend to them. Subclasses change who attends to whom through ``allowed``
+    (gpt.py's CausalSelfAttention). ``lora_qkv`` / ``lora_out``: modules adding a low-rank
+    update to the two projections."""
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -60,14 +71,36 @@ class SelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
+        self.lora_qkv: nn.Module | None = None
+        self.lora_out: nn.Module | None = None
 
-    def forward(self, x: Tensor, key_padding: Tensor | None) -> Tensor:
+    def allowed(self, T: int, key_padding: Tensor | None, device) -> Tensor | None:
+        """Which keys each query may attend to: bool, broadcastable to (B, 1, T, T), or
+        None for all. Here: every key that is not padding."""
+        return None if key_padding is None else (~key_padding)[:, None, None, :]  # (B,1,1,T)
+
+    def forward(self, x: Tensor, key_padding: Tensor | None,
+                prefix: Tensor | None = None) -> Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        allow = None if key_padding is None else (~key_padding)[:, None, None, :]  # (B,1,1,T)
+        qkv = self.qkv(x)
+        if self.lora_qkv is not None:
+            qkv = qkv + self.lora_qkv(x)
+        q, k, v = qkv.view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        allow = self.allowed(T, key_padding, x.device)
+        if prefix is not None:  # (2, P, D) -> (B, H, P, D/H) each, in front of k and v
+            P = prefix.shape[1]
+            pk, pv = prefix.to(x.dtype).view(2, 1, P, self.heads, D // self.heads).permute(
+                0, 1, 3, 2, 4).expand(2, B, self.heads, P, D // self.heads)
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+            if allow is not None:
+                allow = torch.cat([allow.new_ones(*allow.shape[:-1], P), allow], dim=-1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allow,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, T, D))
+        y = y.transpose(1, 2).reshape(B, T, D)
+        out = self.out(y)
+        if self.lora_out is not None:
+            out = out + self.lora_out(y)
+        return out
 
 
 class TransformerLayer(nn.Module):
@@ -83,13 +116,19 @@ class TransformerLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         self.norm_first = norm_first
+        self.adapter: nn.Module | None = None  # applied to the feed-forward output
 
-    def forward(self, x: Tensor, key_padding: Tensor | None) -> Tensor:
+    def feed_forward(self, x: Tensor) -> Tensor:
+        h = self.ff(x)
+        return h if self.adapter is None else self.adapter(h)
+
+    def forward(self, x: Tensor, key_padding: Tensor | None,
+                prefix: Tensor | None = None) -> Tensor:
         if self.norm_first:
-            x = x + self.drop(self.attn(self.norm1(x), key_padding))
-            return x + self.drop(self.ff(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, key_padding)))
-        return self.norm2(x + self.drop(self.ff(x)))
+            x = x + self.drop(self.attn(self.norm1(x), key_padding, prefix))
+            return x + self.drop(self.feed_forward(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, key_padding, prefix)))
+        return self.norm2(x + self.drop(self.feed_forward(x)))
 
 
 class TransformerEncoder(nn.Module):
@@ -115,6 +154,8 @@ class TransformerEncoder(nn.Module):
             TransformerLayer(dim, heads, ff_dim, dropout, attention_dropout, norm_first, activation)
             for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim) if norm_first else None
+        self.prefix: nn.Module | None = None  # () -> (num_layers, 2, P, dim) keys and values
+        self.register_parameter("prompt", None)  # (P, dim) vectors in front of the input
 
     def add_positions(self, x: Tensor, key_padding: Tensor | None = None) -> Tensor:
         """x: (B, T, D) -> x plus positions; key_padding (B, T) True at padding, which the
@@ -131,11 +172,19 @@ class TransformerEncoder(nn.Module):
         return x
 
     def forward(self, x: Tensor, key_padding: Tensor | None = None) -> list[Tensor]:
-        """x: (B, T, D); key_padding: (B, T) bool, True at padding. Returns num_layers outputs."""
+        """x: (B, T, D); key_padding: (B, T) bool, True at padding. Returns num_layers
+        outputs, (B, T, D) each (a soft prompt's positions are stripped from them)."""
+        B, _, D = x.shape
+        P = 0 if self.prompt is None else self.prompt.shape[0]
+        if P:
+            x = torch.cat([self.prompt.to(x.dtype).expand(B, P, D), x], dim=1)
+            if key_padding is not None:
+                key_padding = torch.cat([key_padding.new_zeros(B, P), key_padding], dim=1)
+        prefixes = [None] * len(self.layers) if self.prefix is None else self.prefix()
         outs = []
-        for layer in self.layers:
-            x = layer(x, key_padding)
-            outs.append(x)
+        for layer, prefix in zip(self.layers, prefixes, strict=True):
+            x = layer(x, key_padding, prefix)
+            outs.append(x[:, P:])
         if self.final_norm is not None:
             outs[-1] = self.final_norm(outs[-1])
         return outs

@@ -18,17 +18,14 @@ from speechssl.upstream.bert import TextEmbedding, TextUpstream, valid_mask
 
 
 class CausalSelfAttention(SelfAttention):
-    """SelfAttention where token t attends to tokens <= t only (and never to padding)."""
+    """SelfAttention where token t attends to tokens <= t only (and never to padding);
+    tuning prefixes (keys in front of the sequence) stay visible to every token."""
 
-    def forward(self, x: Tensor, key_padding: Tensor | None) -> Tensor:
-        B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        allow = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None, None]
+    def allowed(self, T: int, key_padding: Tensor | None, device) -> Tensor:
+        allow = torch.ones(T, T, dtype=torch.bool, device=device).tril()[None, None]
         if key_padding is not None:
             allow = allow & (~key_padding)[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allow,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, T, D))
+        return allow  # (B or 1, 1, T, T)
 
 
 @register_upstream("gpt")
