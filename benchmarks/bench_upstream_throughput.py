@@ -56,8 +56,8 @@ SPECS: dict[str, tuple[dict, str | None, str]] = {
     "apc": ({}, "apc", "3-layer GRU 512, residual (recipe size = paper size)"),
     "vq_apc": ({}, "vq_apc", "APC + Gumbel VQ (512 codes) after the last layer"),
     "npc": ({"hidden_size": 512}, "npc",
-            "4 blocks, 512, kernel 15, mask 5; s3prl's blocks are conv3+conv1x1+BN beside a "
-            "masked conv15 (ours: conv15 + LN): same size, different layers"),
+            "4 blocks (conv3 + BN + conv1x1 + BN), 512, masked conv 15, mask 5: the same "
+            "layers; ours stores only the masked conv's non-zero taps"),
     "mockingjay": ({"hidden_size": 768, "num_heads": 12, "ff_size": 3072, "num_layers": 3,
                     "downsample": 1}, "mockingjay",
                    "3-layer 768 post-LN transformer on 80-d log-mel, 10 ms frames (s3prl's "

@@ -34,7 +34,7 @@ CONTRACT_OPTIONS = {
     "mockingjay": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "ff_size": 64,
                    "downsample": 3},
     "tera": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "ff_size": 64},
-    "npc": {"hidden_size": 32, "num_layers": 2, "kernel_size": 5, "mask_size": 3},
+    "npc": {"hidden_size": 32, "num_layers": 2, "kernel_size": 9, "mask_size": 3},
     "vq_apc": {"hidden_size": 32, "num_layers": 2, "codebook_size": 16, "vq_layer": 0},
     "vqvae": {"hidden_size": 32, "strides": [2, 1], "codebook_size": 16},
     "torchaudio": {"arch": "wav2vec2_model", "arch_options": TINY_W2V},

@@ -12,7 +12,7 @@ TINY = {
     "mockingjay": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "ff_size": 128,
                    "dropout": 0.0},
     "tera": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "ff_size": 128, "dropout": 0.0},
-    "npc": {"hidden_size": 64, "num_layers": 2, "kernel_size": 5, "mask_size": 3,
+    "npc": {"hidden_size": 64, "num_layers": 2, "kernel_size": 9, "mask_size": 3,
             "dropout": 0.0},
     "vq_apc": {"hidden_size": 64, "num_layers": 2, "codebook_size": 32, "vq_layer": 0,
                "dropout": 0.0},
@@ -92,13 +92,51 @@ def test_tera_alterations_switch_off():
 
 def test_npc_prediction_never_sees_the_masked_window():
     torch.manual_seed(0)
-    up = build_upstream("npc", hidden_size=16, num_layers=3, kernel_size=5, mask_size=3).eval()
+    up = build_upstream("npc", hidden_size=16, num_layers=3, kernel_size=11, mask_size=3).eval()
     feats = torch.randn(1, 40, 80, requires_grad=True)
     rep = up._layers(feats, torch.tensor([40]))[-1]
     rep[0, 20].sum().backward()
     seen = feats.grad[0].abs().sum(-1) > 0
     assert not seen[19:22].any()  # frame 20 and one neighbour each side (mask_size 3)
     assert seen[18] and seen[22]
+
+
+def test_npc_masked_conv_equals_a_conv_with_a_zeroed_centre():
+    from speechssl.upstream.npc import MaskedConv
+
+    torch.manual_seed(0)
+    conv = MaskedConv(3, 4, radius=2, reach=3)
+    x = torch.randn(2, 3, 17)
+    hole = torch.zeros(4, 3, 5)  # the 2 * radius + 1 centre taps, as the reference code masks them
+    kernel = torch.cat([conv.left, hole, conv.right], dim=-1)  # width 11
+    ref = torch.nn.functional.conv1d(x, kernel, conv.bias, padding=5)
+    assert torch.allclose(conv(x), ref, atol=1e-6)
+    assert conv(x[..., :4]).shape == (2, 4, 4)  # shorter than the kernel
+
+
+def test_npc_batch_norm_statistics_ignore_padding():
+    from speechssl.upstream.npc import _batch_norm
+
+    torch.manual_seed(0)
+    norm = torch.nn.BatchNorm1d(4).train()
+    x = torch.randn(2, 4, 10)
+    lengths = torch.tensor([10, 6])
+    x[1, :, 6:] = 100.0  # padding must not enter the statistics
+    valid = torch.arange(10)[None] < lengths[:, None]
+    out = _batch_norm(norm, x, valid)
+    frames = torch.cat([x[0].T, x[1, :, :6].T])  # the 16 valid frames
+    ref = torch.nn.functional.batch_norm(frames, None, None, training=True, eps=norm.eps)
+    assert torch.allclose(torch.cat([out[0].T, out[1, :, :6].T]), ref, atol=1e-5)
+    assert (out[1, :, 6:] == 0).all()
+
+
+def test_npc_config_errors_name_the_setting():
+    from speechssl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kernel_size=9"):
+        build_upstream("npc", num_layers=4, kernel_size=9, mask_size=5)
+    with pytest.raises(ConfigError, match="odd"):
+        build_upstream("npc", kernel_size=14)
 
 
 def test_vq_apc_logs_code_usage():

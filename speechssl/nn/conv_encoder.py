@@ -10,6 +10,7 @@ zeroed after every layer.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
@@ -35,6 +36,12 @@ def frame_mask(lengths: Tensor, T: int) -> Tensor:
     return torch.arange(T, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def unpadded(lengths: Tensor, T: int) -> bool:
+    """True when every sequence fills all ``T`` frames, so no padding mask is needed (the
+    length-bucketed batches of feature extraction often are)."""
+    return bool((lengths >= T).all())
+
+
 class ChannelNorm(nn.Module):
     """Normalise each time step over its channels (the "channel norm" of the modified CPC,
     Riviere et al., 2020), with a per-channel affine. (B, C, T) -> (B, C, T)."""
@@ -46,29 +53,28 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True, unbiased=False)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
+        return torch.addcmul(self.bias, (x - mean) * torch.rsqrt(var + self.eps), self.weight)
 
 
 class MaskedGroupNorm(nn.GroupNorm):
     """GroupNorm over channels and *valid* time steps only, so padding never changes the
     valid frames (nn.GroupNorm pools over the padded length). Same parameters and state dict
-    as nn.GroupNorm. forward((B, C, T), mask (B, T) bool valid) -> (B, C, T)."""
+    as nn.GroupNorm. forward((B, C, T), mask (B, T) bool, True at each sequence's first
+    frames) -> (B, C, T), zero at padded frames.
+
+    The statistics are per sequence anyway, so an unpadded batch is one fused group norm and
+    a padded one is one per sequence on its valid frames (no element-wise masking passes)."""
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if mask is None:
+        if mask is None or bool(mask.all()):
             return super().forward(x)
-        B, C, T = x.shape
-        g = x.float().view(B, self.num_groups, C // self.num_groups, T)
-        w = mask.view(B, 1, 1, T).to(g.dtype)
-        count = (w.sum(-1, keepdim=True) * g.shape[2]).sum(2, keepdim=True).clamp(min=1)
-        mean = (g * w).sum((2, 3), keepdim=True) / count
-        var = ((g - mean).pow(2) * w).sum((2, 3), keepdim=True) / count
-        y = ((g - mean) / torch.sqrt(var + self.eps)).view(B, C, T).to(x.dtype)
-        if self.affine:
-            y = y * self.weight.view(1, C, 1) + self.bias.view(1, C, 1)
-        return y
+        out = x.new_zeros(x.shape)
+        for b, n in enumerate(mask.sum(1).tolist()):
+            if n:
+                out[b, :, :n] = F.group_norm(x[b:b + 1, :, :n], self.num_groups, self.weight,
+                                             self.bias, self.eps)[0]
+        return out
 
 
 class _TimeLayerNorm(nn.LayerNorm):
@@ -136,15 +142,20 @@ class ConvFeatureEncoder(nn.Module):
             wavs = nn.functional.pad(wavs, (0, self.kernels[0] - wavs.shape[-1]))
         x = wavs.unsqueeze(1)
         n = lengths
+        padded = not unpadded(lengths, wavs.shape[-1])  # then no layer's output is padded
         for layer, k, s in zip(self.layers, self.kernels, self.strides, strict=True):
             if x.shape[-1] < k:
                 x = nn.functional.pad(x, (0, k - x.shape[-1]))
+                padded = True
             x = self.drop(layer["conv"](x))
             n = conv_output_lengths(n, [k], [s])
-            valid = frame_mask(n, x.shape[-1])
             norm = layer["norm"]
-            x = norm(x, valid) if isinstance(norm, MaskedGroupNorm) else norm(x)
-            x = self.act(x) * valid.unsqueeze(1)
+            if padded:
+                valid = frame_mask(n, x.shape[-1])
+                x = norm(x, valid) if isinstance(norm, MaskedGroupNorm) else norm(x)
+                x = self.act(x) * valid.unsqueeze(1)
+            else:
+                x = self.act(norm(x))
         if self.log_compression:
             x = torch.log1p(x.abs())
         return x.transpose(1, 2), n

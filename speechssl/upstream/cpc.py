@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
 from speechssl.nn.contrastive import contrastive_logits, gather_frames, info_nce, sample_negatives
-from speechssl.nn.conv_encoder import CPC_KERNELS, CPC_STRIDES, ConvFeatureEncoder, frame_mask
+from speechssl.nn.conv_encoder import (
+    CPC_KERNELS,
+    CPC_STRIDES,
+    ConvFeatureEncoder,
+    frame_mask,
+    unpadded,
+)
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 
 
@@ -63,10 +69,12 @@ class CPC(Upstream):
     def _layers(self, wavs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """(B, S) -> [z (B, T, H), context layer outputs (B, T, H)...], frames (B,)."""
         z, n = self.encoder(wavs, lengths)
-        keep = frame_mask(n, z.shape[1]).unsqueeze(-1)
+        keep = None if unpadded(n, z.shape[1]) else frame_mask(n, z.shape[1]).unsqueeze(-1)
         outs, x = [z], z
         for rnn in self.context:  # causal, so padding at the end never reaches valid frames
-            x = self.drop(rnn(x)[0]) * keep
+            x = self.drop(rnn(x)[0])
+            if keep is not None:
+                x = x * keep
             outs.append(x)
         return outs, n
 

@@ -24,6 +24,7 @@ from speechssl.nn.conv_encoder import (
     ConvFeatureEncoder,
     MaskedGroupNorm,
     frame_mask,
+    unpadded,
 )
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 from speechssl.upstream.cpc import _generator, future_pairs
@@ -46,12 +47,13 @@ class CausalConvContext(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
-        valid = frame_mask(lengths, x.shape[1])
-        keep = valid.unsqueeze(1)
+        """x: (B, T, C), zero at padded frames; so are the outputs (the masked group norm
+        zeroes them, and ReLU keeps the zeros)."""
+        valid = None if unpadded(lengths, x.shape[1]) else frame_mask(lengths, x.shape[1])
         h, outs = x.transpose(1, 2), []
         for conv, norm in zip(self.convs, self.norms, strict=True):
             y = self.drop(conv(nn.functional.pad(h, (self.kernel - 1, 0))))
-            y = torch.relu(norm(y, valid)) * keep
+            y = torch.relu(norm(y, valid))
             h = (y + h) * self.scale if self.skip else y
             outs.append(h.transpose(1, 2))
         return outs

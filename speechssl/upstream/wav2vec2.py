@@ -48,6 +48,9 @@ class ContextNetwork(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, key_padding: Tensor) -> list[Tensor]:
+        if not bool(key_padding.any()):  # nothing padded: no masks at all
+            x = self.norm(self.transformer.add_positions(x))
+            return [x] + self.transformer(self.drop(x))
         x = self.norm(self.transformer.add_positions(x, key_padding))
         keep = (~key_padding).unsqueeze(-1)
         x = x * keep
