@@ -55,15 +55,16 @@ class GumbelQuantizer(nn.Module):
         (B, T, G), prob_perplexity (soft, differentiable) and code_perplexity (hard)."""
         B, T, _ = x.shape
         logits = self.logits(x).view(B, T, self.groups, self.num_codes)
-        codes = logits.argmax(-1)
-        hard = F.one_hot(codes, self.num_codes).to(x.dtype)
-        if self.training:
+        if self.training:  # one-hot matmul: the straight-through gradient reaches the logits
             onehot = F.gumbel_softmax(logits.float(), tau=self.temperature, hard=True).to(x.dtype)
             codes = onehot.argmax(-1)
             self.step += 1
-        else:
-            onehot = hard
-        quantized = torch.einsum("btgv,gvd->btgd", onehot, self.codebook).reshape(B, T, -1)
+            quantized = torch.einsum("btgv,gvd->btgd", onehot, self.codebook)
+        else:  # the argmax entries, looked up (no one-hot matmul)
+            codes = logits.argmax(-1)
+            group = torch.arange(self.groups, device=x.device)
+            quantized = self.codebook[group, codes].to(x.dtype)  # (B, T, G, code_dim / G)
+        quantized = quantized.reshape(B, T, -1)
         soft = logits.float().softmax(-1)
         return {"quantized": quantized, "codes": codes,
                 "prob_perplexity": perplexity(_flat(soft, mask)),

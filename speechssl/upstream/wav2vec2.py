@@ -88,7 +88,7 @@ class MaskedBackbone(nn.Module):
         ``feature_grad_mult`` (0.1 in the paper's BASE)."""
         raw, n = self.features(wavs, lengths)
         m = self.feature_grad_mult
-        if m != 1.0:
+        if m != 1.0 and torch.is_grad_enabled():
             raw = raw * m + raw.detach() * (1.0 - m)
         feats = self.feature_norm(raw)
         return raw, feats, self.proj(self.feature_drop(feats)), n
