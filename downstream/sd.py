@@ -11,7 +11,6 @@ import torch
 from scipy.ndimage import median_filter
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from downstream.base import Task, register_task
 from speechssl import metrics
@@ -78,10 +77,9 @@ class FrameLSTM(nn.Module):
         self.out = nn.Linear(hidden_dim, num_speakers)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        h, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                   total_length=x.shape[1])
-        return self.out(h)
+        # Unidirectional, so the padding after a sequence never reaches its valid frames: no
+        # packing needed (a packed LSTM's backward is ~80x slower on CPU at T = 1000).
+        return self.out(self.lstm(x)[0])
 
 
 @register_task("sd")

@@ -154,6 +154,19 @@ def test_pit_bce_is_the_best_speaker_order():
     assert swapped.item() == pytest.approx(pit_bce(logits, labels, lengths).item(), rel=1e-6)
 
 
+def test_sd_probe_padding_never_changes_valid_frames():
+    from downstream.sd import FrameLSTM
+
+    torch.manual_seed(0)
+    probe = FrameLSTM(6, 8, 2)
+    x = torch.randn(2, 12, 6)
+    alone = probe(x[1:, :7], torch.tensor([7]))
+    padded = x.clone()
+    padded[1, 7:] = 50.0  # whatever the padding holds
+    out = probe(padded, torch.tensor([12, 7]))
+    assert torch.allclose(out[1, :7], alone[0], atol=1e-6)
+
+
 def test_postprocess_threshold_and_median():
     post = np.array([[0.9], [0.2], [0.8], [0.7], [0.1], [0.1]])
     assert postprocess(post, 0.5, 1)[:, 0].tolist() == [1, 0, 1, 1, 0, 0]
