@@ -21,6 +21,8 @@ Cells (random-init upstreams at the recipe size; speed does not depend on the we
     python benchmarks/bench_probe_cache.py             # tiny corpus, 3 repeats
     python benchmarks/bench_probe_cache.py --quick     # fewer steps, 2 repeats
     python benchmarks/bench_probe_cache.py --size default --cells apc:ks
+    python benchmarks/bench_probe_cache.py --cells mockingjay:pr --upstream-set hidden_size=768 \
+        --upstream-set num_heads=12 --upstream-set ff_size=3072   # the paper's width
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, add_repo_to_path, fmt, load_average, machine_header, median, table  # noqa: E402
@@ -69,14 +72,16 @@ def recipe(group: str, name: str):
     return OmegaConf.load(REPO / "recipes" / group / f"{name}.yaml")
 
 
-def build_cell(upstream_name: str, task_name: str, corpus):
-    """(task, train items, frozen upstream, downstream config), as train.prepare_cell."""
+def build_cell(upstream_name: str, task_name: str, corpus, upstream_set: dict | None = None):
+    """(task, train items, frozen upstream, downstream config), as train.prepare_cell;
+    ``upstream_set`` overrides the recipe's upstream options (e.g. a paper size)."""
     cfg_down = recipe("downstream", task_name)
     task = task_from_config(cfg_down)
     train_items = task.splits(corpus)["train"]
     task.setup(train_items)
     up_cfg = OmegaConf.to_container(recipe("upstream", upstream_name), resolve=True)
     opts = {k: v for k, v in up_cfg.items() if k not in ("name", "ckpt", "pretrain")}
+    opts.update(upstream_set or {})
     torch.manual_seed(0)
     upstream = build_upstream(upstream_name, **opts).eval()
     task.frame_shift = upstream.downsample_rate / upstream.sample_rate
@@ -146,7 +151,8 @@ def run_on_the_fly(upstream, items, batches, task, cfg_down, n_steps: int,
 
 
 def bench_cell(upstream_name, task_name, corpus, args) -> tuple[list, str]:
-    task, items, upstream, cfg_down = build_cell(upstream_name, task_name, corpus)
+    task, items, upstream, cfg_down = build_cell(upstream_name, task_name, corpus,
+                                                 args.upstream_sets)
     audio_s = sum(float(it["duration"]) for it in items)
     extract_s, feats = [], None
     for _ in range(args.extract_repeats):
@@ -199,7 +205,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--extract-repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--upstream-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an upstream option of every cell, e.g. hidden_size=768 "
+                        "(repeatable; values parsed as YAML)")
     args = p.parse_args()
+    upstream_set = {}
+    for item in args.upstream_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--upstream-set {item!r}: expected KEY=VALUE")
+        upstream_set[key] = yaml.safe_load(value)
+    args.upstream_sets = upstream_set
     if args.quick:
         args.cache_steps, args.fly_steps, args.repeats, args.extract_repeats = 20, 2, 2, 1
     torch.set_num_threads(args.threads)
@@ -213,7 +229,8 @@ def main() -> None:
     print(f"- corpus: {corpus.root} (ready in {time.perf_counter() - t0:.1f} s)")
     print(f"- {args.cache_steps} cached / {args.fly_steps} on-the-fly steps per repeat, "
           f"{args.repeats} repeats (alternating), {args.extract_repeats} extraction run(s); "
-          f"{args.threads} threads, random-init upstreams at the recipe size\n", flush=True)
+          f"{args.threads} threads, random-init upstreams at the recipe size"
+          f"{' with ' + str(upstream_set) if upstream_set else ''}\n", flush=True)
 
     rows, details = [], []
     for cell in args.cells.split(","):

@@ -303,7 +303,12 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     import s3prl  # noqa: F401  (fail early if the worker interpreter has no s3prl)
 
-    tmp = Path(tempfile.mkdtemp(prefix="s3prl-bench-"))
+    with tempfile.TemporaryDirectory(prefix="s3prl-bench-") as tmp:  # the s3prl checkpoints
+        serve(Path(tmp), out)
+
+
+def serve(tmp: Path, out) -> None:
+    """The worker's command loop; s3prl's experts load their checkpoints from ``tmp``."""
     models, wavs = {}, None
     for line in sys.stdin:
         cmd = json.loads(line)
