@@ -76,6 +76,10 @@ def check_values(cfg: DictConfig) -> None:
     from speechssl.train import task_from_config
 
     task = task_from_config(cfg.downstream)
+    n = cfg.downstream.get("train_items")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"downstream.train_items must be null (every training item) or an "
+                          f"integer >= 1, got {n!r}")
     upstream = build_from_config(cfg.upstream)
     check_tuning_config(cfg, task, upstream)
     resolve_device(cfg.device)

@@ -45,7 +45,8 @@ COLUMNS = {
     "run_dir": "TEXT",
 }
 # keys of the downstream config that say which run of a cell this is, not how it was tuned
-NOT_A_VARIANT = ("fold",)
+# (train_items: a low-resource run is a row of its own, see upstream_label)
+NOT_A_VARIANT = ("fold", "train_items")
 
 
 # ---------------------------------------------------------------- the store
@@ -188,9 +189,14 @@ def _run_config(row: dict) -> dict:
 
 def upstream_label(row: dict) -> str:
     """The upstream as the tables show it: its name, with the tuning mode when it is not
-    frozen (`bert [lora]`), so differently tuned runs are separate rows, never variants."""
+    frozen and the training-set size when it was cut (`bert [lora]`, `bert [full, 500 train
+    items]`), so such runs are separate rows, never variants of one another."""
     mode = row.get("tuning") or "frozen"
-    return row["upstream"] if mode == "frozen" else f"{row['upstream']} [{mode}]"
+    tags = [] if mode == "frozen" else [mode]
+    n = _downstream_yaml(row.get("config_yaml") or "").get("train_items")
+    if n is not None:
+        tags.append(f"{n} train items")
+    return f"{row['upstream']} [{', '.join(tags)}]" if tags else row["upstream"]
 
 
 def run_fold(row: dict):

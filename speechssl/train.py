@@ -35,6 +35,7 @@ from speechssl.checkpoint import (
     save_weights,
 )
 from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
+from speechssl.data.corpora.common import stable_fraction
 from speechssl.data.corpus import Corpus, load_corpus
 from speechssl.errors import SpeechSSLError
 from speechssl.featurizer import Featurizer
@@ -42,7 +43,7 @@ from speechssl.pretrain import UpstreamInfo, build_from_config, count_params, lo
 from speechssl.runtime import code_version, config_hash, resolve_device
 from speechssl.upstream.base import Upstream
 
-TASK_RESERVED = ("name", "optim", "featurizer")
+TASK_RESERVED = ("name", "optim", "featurizer", "train_items")
 
 
 class ProbeModel(nn.Module):
@@ -190,6 +191,8 @@ def run_dir_for(cfg: DictConfig, tag: str, task: str, corpus: str) -> Path:
     """One directory per (upstream weights, task, corpus, seed, probe and tuning config): a
     changed probe, optimizer or tuning setting is a new cell, never a resume of another."""
     key = OmegaConf.to_container(cfg.downstream, resolve=True)
+    if key.get("train_items", 0) is None:  # the default: directories stay as they were
+        del key["train_items"]
     if tuning.mode_of(cfg) != "frozen":  # frozen cells keep the directories they always had
         key = {"downstream": key, "tuning": OmegaConf.to_container(cfg.tuning, resolve=True)}
     probe = config_hash(key, n=8)
@@ -218,7 +221,9 @@ def prepare_cell(cfg: DictConfig) -> Cell:
     with dist.main_first():  # rank 0 synthesizes the corpus if needed, the others read it
         corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
     splits = task.splits(corpus)
-    task.setup(splits.get("train", []))  # QbE has no training split
+    if "train" in splits:  # QbE has no training split
+        splits["train"] = train_subset(splits["train"], cfg.downstream.get("train_items"))
+    task.setup(splits.get("train", []))
     upstream, info = load_upstream(cfg, corpus, device)
     fresh = None
     if tuning.mode_of(cfg) == "scratch":  # the same architecture, randomly initialised
@@ -230,6 +235,19 @@ def prepare_cell(cfg: DictConfig) -> Cell:
     task.device = str(device)
     run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
     return Cell(device, task, corpus, splits, upstream, info, run_dir, tuned)
+
+
+def train_subset(items: list[dict], n: int | None) -> list[dict]:
+    """The first ``n`` training items in a fixed order set by each item's id alone
+    (``downstream.train_items``; HuggingFace's ``max_train_samples``): the same subset for
+    every upstream, tuning mode and seed, and nested (the 100 items are among the 1000).
+    Kept in manifest order; ``None`` (or n >= len) keeps every item."""
+    if n is None or n >= len(items):
+        return items
+    keep = set(sorted(range(len(items)), key=lambda i: stable_fraction(str(items[i]["id"])))[:n])
+    if dist.is_main():
+        print(f"[train] using {n} of {len(items)} training items (downstream.train_items={n})")
+    return [it for i, it in enumerate(items) if i in keep]
 
 
 def feature_key(cfg: DictConfig, cell: Cell, split: str) -> dict:
