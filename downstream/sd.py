@@ -16,6 +16,7 @@ from downstream.base import Task, register_task
 from speechssl import metrics
 from speechssl.atomic import atomic_write_text
 from speechssl.errors import ConfigError, ManifestError
+from speechssl.nn.rnn import LSTM
 
 
 def _is_number(v) -> bool:
@@ -73,7 +74,7 @@ class FrameLSTM(nn.Module):
 
     def __init__(self, feature_dim: int, hidden_dim: int, num_speakers: int):
         super().__init__()
-        self.lstm = nn.LSTM(feature_dim, hidden_dim, num_layers=1, batch_first=True)
+        self.lstm = LSTM(feature_dim, hidden_dim, num_layers=1, batch_first=True)
         self.out = nn.Linear(hidden_dim, num_speakers)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:

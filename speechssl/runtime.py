@@ -29,6 +29,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(name: str) -> None:
+    if name not in PRECISIONS:
+        raise ConfigError(f"precision={name!r}; valid values: {', '.join(PRECISIONS)}")
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward of a training step: ``bf16`` runs it under ``torch.autocast`` with
+    bfloat16 (matmuls, convolutions and attention in bf16, reductions and losses in fp32;
+    parameters, gradients and optimizer state stay fp32); ``fp32`` runs it as it is."""
+    check_precision(precision)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def set_threads(n: int) -> None:
     """Use ``n`` intra-op threads; 0 = the cores this process may run on (CPU affinity, not
     the host's count), shared out among the ranks of this node under torchrun."""

@@ -18,6 +18,18 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
+class LSTM(nn.LSTM):
+    """``nn.LSTM`` (same parameters and state dict) that runs in fp32 under autocast
+    (``precision=bf16``): oneDNN has no bf16 LSTM on CPUs without AVX512-BF16, and a
+    recurrence is latency-bound, so bf16 would gain little."""
+
+    def forward(self, x, hx=None):
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x, hx)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float(), hx)
+
+
 class BiLSTM(nn.Module):
     """Stacked bidirectional LSTM over right-padded (B, T, D) batches -> (B, T, 2H).
 
@@ -29,8 +41,8 @@ class BiLSTM(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
-        self.forward_rnns = nn.ModuleList(nn.LSTM(s, hidden_size, batch_first=True) for s in sizes)
-        self.backward_rnns = nn.ModuleList(nn.LSTM(s, hidden_size, batch_first=True) for s in sizes)
+        self.forward_rnns = nn.ModuleList(LSTM(s, hidden_size, batch_first=True) for s in sizes)
+        self.backward_rnns = nn.ModuleList(LSTM(s, hidden_size, batch_first=True) for s in sizes)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from speechssl.nn.conv_encoder import (
     frame_mask,
     unpadded,
 )
+from speechssl.nn.rnn import LSTM
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 
 
@@ -58,7 +59,7 @@ class CPC(Upstream):
         self.encoder = ConvFeatureEncoder(hidden_size, kernels, strides, norm=norm,
                                           activation="relu")
         self.downsample_rate = self.encoder.stride
-        rnn = nn.LSTM if context == "lstm" else nn.GRU
+        rnn = LSTM if context == "lstm" else nn.GRU
         self.context = nn.ModuleList(rnn(hidden_size, hidden_size, batch_first=True)
                                      for _ in range(num_layers))
         self.predictors = nn.ModuleList(nn.Linear(hidden_size, hidden_size, bias=False)
