@@ -83,7 +83,7 @@ def check_values(cfg: DictConfig) -> None:
     upstream = build_from_config(cfg.upstream)
     check_tuning_config(cfg, task, upstream)
     resolve_device(cfg.device)
-    check_precision(cfg.precision)
+    check_precision(cfg.get("precision", "fp32"))
     check_suite_config(cfg)
     from speechssl.cache import check_cache_config
 

@@ -175,7 +175,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
             lr = lr_at(state["step"], pc)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast(device, cfg.precision):
+            with autocast(device, cfg.get("precision", "fp32")):
                 out = step_model(*batch_inputs(batch, device))
             opt.zero_grad(set_to_none=True)
             if info.world_size == 1:

@@ -334,7 +334,7 @@ def train_probe(cfg: DictConfig, cell: Cell,
         for global_idx in list(sampler)[state["pos"]:]:
             idx, weight = dist.shard_batch(global_idx, None, info.rank, info.world_size)
             batch = {"items": [train_items[i] for i in idx]}
-            with autocast(cell.device, cfg.precision):
+            with autocast(cell.device, cfg.get("precision", "fp32")):
                 loss = step_model(idx, batch)
             opt.zero_grad(set_to_none=True)
             if info.world_size == 1:
