@@ -72,7 +72,7 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError("upstream.name is not set: name your class as "
                           "upstream=module.path:ClassName (docs/plug-in.md)")
     from speechssl.pretrain import build_from_config
-    from speechssl.runtime import check_precision, resolve_device
+    from speechssl.runtime import check_precision, precision_of, resolve_device
     from speechssl.train import task_from_config
 
     task = task_from_config(cfg.downstream)
@@ -83,7 +83,7 @@ def check_values(cfg: DictConfig) -> None:
     upstream = build_from_config(cfg.upstream)
     check_tuning_config(cfg, task, upstream)
     resolve_device(cfg.device)
-    check_precision(cfg.get("precision", "fp32"))
+    check_precision(precision_of(cfg))
     check_suite_config(cfg)
     from speechssl.cache import check_cache_config
 

@@ -27,7 +27,7 @@ from speechssl.checkpoint import (
 from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
 from speechssl.data.corpus import Corpus
 from speechssl.errors import ConfigError, SpeechSSLError
-from speechssl.runtime import autocast, config_hash
+from speechssl.runtime import autocast, config_hash, precision_of
 from speechssl.upstream.base import Upstream, build_upstream
 
 RESERVED = ("name", "ckpt", "pretrain")  # upstream config keys that are not model options
@@ -175,7 +175,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
             lr = lr_at(state["step"], pc)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast(device, cfg.get("precision", "fp32")):
+            with autocast(device, precision_of(cfg)):
                 out = step_model(*batch_inputs(batch, device))
             opt.zero_grad(set_to_none=True)
             if info.world_size == 1:

@@ -32,6 +32,11 @@ def resolve_device(name: str) -> torch.device:
 PRECISIONS = ("fp32", "bf16")
 
 
+def precision_of(cfg) -> str:
+    """``cfg.precision``; a config saved before the key existed means fp32."""
+    return cfg.get("precision", "fp32")
+
+
 def check_precision(name: str) -> None:
     if name not in PRECISIONS:
         raise ConfigError(f"precision={name!r}; valid values: {', '.join(PRECISIONS)}")

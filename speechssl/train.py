@@ -40,7 +40,7 @@ from speechssl.data.corpus import Corpus, load_corpus
 from speechssl.errors import SpeechSSLError
 from speechssl.featurizer import Featurizer
 from speechssl.pretrain import UpstreamInfo, build_from_config, count_params, load_upstream
-from speechssl.runtime import autocast, code_version, config_hash, resolve_device
+from speechssl.runtime import autocast, code_version, config_hash, precision_of, resolve_device
 from speechssl.upstream.base import Upstream
 
 TASK_RESERVED = ("name", "optim", "featurizer", "train_items")
@@ -334,7 +334,7 @@ def train_probe(cfg: DictConfig, cell: Cell,
         for global_idx in list(sampler)[state["pos"]:]:
             idx, weight = dist.shard_batch(global_idx, None, info.rank, info.world_size)
             batch = {"items": [train_items[i] for i in idx]}
-            with autocast(cell.device, cfg.get("precision", "fp32")):
+            with autocast(cell.device, precision_of(cfg)):
                 loss = step_model(idx, batch)
             opt.zero_grad(set_to_none=True)
             if info.world_size == 1:
