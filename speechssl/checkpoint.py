@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -24,17 +24,23 @@ def save_weights(path: str | Path, module: nn.Module, metadata: dict[str, str] |
     atomic_write(path, lambda p: save_file(state, str(p), metadata=metadata or {}))
 
 
-def load_weights(path: str | Path, module: nn.Module) -> dict[str, str]:
-    """Load safetensors weights into ``module`` (strict); returns the file's metadata."""
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors checkpoint (upstream, options, corpus, steps, ...)."""
     path = Path(path)
     if not path.is_file():
         raise SpeechSSLError(f"{path}: checkpoint file not found")
     try:
-        state = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise SpeechSSLError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+
+
+def load_weights(path: str | Path, module: nn.Module) -> dict[str, str]:
+    """Load safetensors weights into ``module`` (strict); returns the file's metadata."""
+    metadata = read_metadata(path)
+    try:
+        state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise SpeechSSLError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     missing, unexpected = module.load_state_dict(state, strict=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from speechssl.checkpoint import load_weights, save_weights
+from speechssl.checkpoint import load_weights, read_metadata, save_weights
 from speechssl.errors import SpeechSSLError
 from speechssl.upstream.base import Upstream, build_upstream
 
@@ -41,13 +41,7 @@ def save_upstream(path: str | Path, model: Upstream, name: str, options: dict,
 def load_exported(path: str | Path) -> Upstream:
     """An exported upstream, rebuilt from the file's own metadata (no config needed)."""
     path = Path(path)
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types
-        raise SpeechSSLError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    meta = read_metadata(path)
     if "upstream" not in meta or "options" not in meta:
         raise SpeechSSLError(f"{path}: no 'upstream'/'options' metadata; not an exported upstream")
     model = build_upstream(meta["upstream"], **json.loads(meta["options"]))

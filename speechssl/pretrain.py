@@ -20,6 +20,7 @@ from speechssl import distributed as dist
 from speechssl.checkpoint import (
     load_training_state,
     load_weights,
+    read_metadata,
     save_training_state,
     save_weights,
     state_hash,
@@ -46,10 +47,30 @@ def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+# pre-training options that do not change the weights (``steps``: a longer budget continues
+# the same run, from its last checkpoint)
+NOT_A_RECIPE = ("steps", "log_every", "save_every")
+
+
+def pretrain_recipe(cfg_up: DictConfig) -> dict:
+    """The pre-training options that change the weights reached at a given step."""
+    pc = OmegaConf.to_container(cfg_up.get("pretrain") or {}, resolve=True)
+    return {k: v for k, v in pc.items() if k not in NOT_A_RECIPE}
+
+
 def pretrain_dir(cfg: DictConfig, corpus: Corpus) -> Path:
-    """One directory per (upstream, corpus, architecture): a longer budget continues it."""
-    arch = config_hash({"name": cfg.upstream.name, **upstream_options(cfg.upstream)})
-    return Path(cfg.out_dir) / "pretrain" / cfg.upstream.name / corpus.name / arch
+    """One directory per (upstream, corpus, architecture, pre-training recipe): another lr or
+    batch size is another run, a longer budget continues the same one. A run made before the
+    recipe was part of the name (the directory named by the architecture alone) is still
+    found when its saved recipe is the one asked for."""
+    root = Path(cfg.out_dir) / "pretrain" / cfg.upstream.name / corpus.name
+    arch = {"name": cfg.upstream.name, **upstream_options(cfg.upstream)}
+    recipe = pretrain_recipe(cfg.upstream)
+    legacy = root / config_hash(arch)
+    if (legacy / "config.yaml").is_file() and \
+            pretrain_recipe(OmegaConf.load(legacy / "config.yaml")) == recipe:
+        return legacy
+    return root / config_hash({**arch, "pretrain": recipe})
 
 
 def lr_at(step: int, pc: DictConfig) -> float:
@@ -147,6 +168,10 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
     state = load_training_state(run / "last", model, opt) or {"step": 0, "epoch": 0, "pos": 0,
                                                                "seconds": 0.0}
+    if state["step"] > pc.steps:
+        raise ConfigError(f"{run} is pre-trained for {state['step']} steps, more than "
+                          f"upstream.pretrain.steps={pc.steps}: set upstream.pretrain.steps="
+                          f"{state['step']}, or another out_dir for a shorter run")
     if state["step"] and main:
         print(f"[pretrain] resuming {run} from step {state['step']}")
     if main:
@@ -267,6 +292,15 @@ def load_upstream(cfg: DictConfig, corpus: Corpus,
                   f"({cfg.upstream.pretrain.steps} steps)")
             path = pretrain(cfg, corpus, device)
         else:
+            done = int(read_metadata(path).get("steps", cfg.upstream.pretrain.steps))
+            if done < cfg.upstream.pretrain.steps:
+                print(f"[upstream] the pre-trained {cfg.upstream.name} has {done} steps, the "
+                      f"recipe asks for {cfg.upstream.pretrain.steps}: pre-training it on")
+                path = pretrain(cfg, corpus, device)
+            elif done > cfg.upstream.pretrain.steps:
+                raise ConfigError(f"{path} is pre-trained for {done} steps, more than "
+                                  f"upstream.pretrain.steps={cfg.upstream.pretrain.steps}: set "
+                                  f"upstream.pretrain.steps={done}, or upstream.ckpt={path}")
             print(f"[upstream] using pre-trained {cfg.upstream.name}: {path}")
         meta = load_weights(path, model)
         source, weights_hash = str(path), state_hash(model)

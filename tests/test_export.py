@@ -48,7 +48,8 @@ def test_run_py_export_reloads_bit_identically(make_cfg, data_dir, tmp_path, tin
                   f"out_dir={tmp_path / 'outputs'}", "progress=false", "device=cpu")
     path = Path(out.strip().splitlines()[-1])
     assert path.is_file() and path.parent == tmp_path / "outputs" / "export"
-    plugged = ["upstream=plugin", f"upstream.name={name}", "+upstream.hidden_size=16"]
+    plugged = ["upstream=plugin", f"upstream.name={name}", "+upstream.hidden_size=16",
+               "upstream.pretrain.steps=3", "upstream.pretrain.batch_seconds=20"]  # the same run
     used, info = load_upstream(make_cfg(*plugged), tiny_corpus, CPU)  # what a cell would use
     again, info2 = load_upstream(make_cfg(*plugged, f"upstream.ckpt={path}"), tiny_corpus, CPU)
     assert_same_weights(used, again)

@@ -35,3 +35,51 @@ def test_resume_matches_uninterrupted_run(make_cfg, tiny_corpus: Corpus, tmp_pat
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["dev_loss"] > 0
     assert list((run / "tb").glob("events.out.tfevents.*")), "no TensorBoard scalars written"
+
+
+def test_run_directory_is_keyed_by_the_recipe_not_the_budget(make_cfg, tiny_corpus: Corpus, tmp_path):
+    base = make_cfg(*SMALL, "upstream.pretrain.steps=2", f"out_dir={tmp_path}")
+    longer = make_cfg(*SMALL, "upstream.pretrain.steps=5", "upstream.pretrain.log_every=3",
+                      f"out_dir={tmp_path}")
+    other_lr = make_cfg(*SMALL, "upstream.pretrain.steps=2", "upstream.pretrain.lr=0.01",
+                        f"out_dir={tmp_path}")
+    assert pretrain_dir(longer, tiny_corpus) == pretrain_dir(base, tiny_corpus)
+    assert pretrain_dir(other_lr, tiny_corpus) != pretrain_dir(base, tiny_corpus)
+
+
+def test_a_run_named_by_the_architecture_alone_is_still_found(make_cfg, tiny_corpus: Corpus, tmp_path):
+    from omegaconf import OmegaConf
+
+    from speechssl.pretrain import upstream_options
+    from speechssl.runtime import config_hash
+
+    cfg = make_cfg(*SMALL, "upstream.pretrain.steps=2", f"out_dir={tmp_path}")
+    legacy = (tmp_path / "pretrain" / "apc" / tiny_corpus.name
+              / config_hash({"name": "apc", **upstream_options(cfg.upstream)}))
+    legacy.mkdir(parents=True)
+    (legacy / "config.yaml").write_text(OmegaConf.to_yaml(cfg.upstream))
+    assert pretrain_dir(cfg, tiny_corpus) == legacy
+    other_lr = make_cfg(*SMALL, "upstream.pretrain.steps=2", "upstream.pretrain.lr=0.01",
+                        f"out_dir={tmp_path}")
+    assert pretrain_dir(other_lr, tiny_corpus) != legacy
+
+
+def test_a_cell_asking_for_more_steps_pre_trains_on_and_fewer_is_an_error(
+        make_cfg, tiny_corpus: Corpus, tmp_path):
+    import pytest
+
+    from speechssl.checkpoint import read_metadata
+    from speechssl.errors import ConfigError
+    from speechssl.pretrain import load_upstream
+
+    cpu = torch.device("cpu")
+    short = make_cfg(*SMALL, "upstream.pretrain.steps=2", f"out_dir={tmp_path}")
+    _, info_short = load_upstream(short, tiny_corpus, cpu)  # pre-trains 2 steps
+    longer = make_cfg(*SMALL, "upstream.pretrain.steps=3", f"out_dir={tmp_path}")
+    _, info_longer = load_upstream(longer, tiny_corpus, cpu)  # continues to 3
+    assert info_longer.weights_hash != info_short.weights_hash
+    assert read_metadata(info_longer.source)["steps"] == "3"
+    with pytest.raises(ConfigError, match="pre-trained for 3 steps, more than"):
+        load_upstream(short, tiny_corpus, cpu)
+    with pytest.raises(ConfigError, match="pre-trained for 3 steps, more than"):
+        pretrain(short, tiny_corpus, cpu)

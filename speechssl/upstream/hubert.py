@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechssl.checkpoint import read_metadata
 from speechssl.errors import ConfigError
 from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES, frame_mask
 from speechssl.nn.frontend import HOP_SAMPLES, KaldiFrontend
@@ -33,13 +34,9 @@ from speechssl.upstream.wav2vec2 import MaskedBackbone
 
 def _teacher_options(path: str) -> dict:
     """The model options stored in an iteration-1 checkpoint's metadata."""
-    from safetensors import safe_open
-
-    p = Path(path)
-    if not p.is_file():
+    if not Path(path).is_file():
         raise ConfigError(f"upstream.teacher={path!r}: checkpoint file not found")
-    with safe_open(str(p), framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = read_metadata(path)
     if meta.get("upstream", "hubert") != "hubert":
         raise ConfigError(f"upstream.teacher={path!r} is a {meta['upstream']!r} checkpoint, "
                           "not hubert")
