@@ -73,6 +73,15 @@ def pretrain_dir(cfg: DictConfig, corpus: Corpus) -> Path:
     return root / config_hash({**arch, "pretrain": recipe})
 
 
+def check_not_longer(run: Path, done: int, steps: int) -> None:
+    """A run already past the asked budget is never used silently as a shorter one."""
+    if done > steps:
+        raise ConfigError(f"{run} is pre-trained for {done} steps, more than "
+                          f"upstream.pretrain.steps={steps}: set upstream.pretrain.steps={done}, "
+                          f"or upstream.ckpt={run / 'model.safetensors'}, or another out_dir "
+                          "for a shorter run")
+
+
 def lr_at(step: int, pc: DictConfig) -> float:
     """Linear warm-up, then constant, linear or cosine decay to zero at ``pc.steps``."""
     if step < pc.warmup_steps:
@@ -168,10 +177,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
     state = load_training_state(run / "last", model, opt) or {"step": 0, "epoch": 0, "pos": 0,
                                                                "seconds": 0.0}
-    if state["step"] > pc.steps:
-        raise ConfigError(f"{run} is pre-trained for {state['step']} steps, more than "
-                          f"upstream.pretrain.steps={pc.steps}: set upstream.pretrain.steps="
-                          f"{state['step']}, or another out_dir for a shorter run")
+    check_not_longer(run, state["step"], pc.steps)
     if state["step"] and main:
         print(f"[pretrain] resuming {run} from step {state['step']}")
     if main:
@@ -297,10 +303,7 @@ def load_upstream(cfg: DictConfig, corpus: Corpus,
                 print(f"[upstream] the pre-trained {cfg.upstream.name} has {done} steps, the "
                       f"recipe asks for {cfg.upstream.pretrain.steps}: pre-training it on")
                 path = pretrain(cfg, corpus, device)
-            elif done > cfg.upstream.pretrain.steps:
-                raise ConfigError(f"{path} is pre-trained for {done} steps, more than "
-                                  f"upstream.pretrain.steps={cfg.upstream.pretrain.steps}: set "
-                                  f"upstream.pretrain.steps={done}, or upstream.ckpt={path}")
+            check_not_longer(path.parent, done, cfg.upstream.pretrain.steps)
             print(f"[upstream] using pre-trained {cfg.upstream.name}: {path}")
         meta = load_weights(path, model)
         source, weights_hash = str(path), state_hash(model)
