@@ -141,17 +141,22 @@ def reduce_logs(out: dict, weight: float) -> dict[str, float]:
 
 
 @torch.no_grad()
-def dev_loss(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> float:
+def dev_metrics(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> dict[str, float]:
+    """Every scalar the pretext loss reports (loss, accuracy, perplexity, ...) on the dev
+    split, each averaged over items."""
     model.eval()
     dataset, sizes, budget, collate = pretrain_data(model, corpus, "dev", pc)
     sampler = LengthBucketSampler(sizes, budget, shuffle=False)
-    total, n = 0.0, 0
+    totals: dict[str, float] = {}
+    n = 0
     for batch in DataLoader(dataset, batch_sampler=sampler, collate_fn=collate):
         out = model.pretrain_loss(*batch_inputs(batch, device))
-        total += float(out["loss"]) * len(batch["items"])
+        for key, value in out.items():
+            if torch.is_tensor(value) and value.numel() == 1:
+                totals[key] = totals.get(key, 0.0) + float(value) * len(batch["items"])
         n += len(batch["items"])
     model.train()
-    return total / max(n, 1)
+    return {key: total / max(n, 1) for key, total in totals.items()}
 
 
 def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
@@ -244,18 +249,22 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     if not main:  # rank 0 scores dev and writes the weights; the others wait for them
         dist.barrier()
         return final
-    loss_dev = dev_loss(model, corpus, device, pc)
-    writer.add_scalar("pretrain/dev_loss", loss_dev, state["step"])
+    dev = dev_metrics(model, corpus, device, pc)
+    loss_dev = dev["loss"]
+    for key, value in dev.items():
+        writer.add_scalar(f"pretrain/dev_{key}", value, state["step"])
     writer.close()
     meta = {"upstream": cfg.upstream.name, "options": json.dumps(upstream_options(cfg.upstream)),
             "corpus": corpus.name, "steps": str(state["step"])}
     save_weights(final, model, meta)
     summary = {"upstream": cfg.upstream.name, "corpus": corpus.name, "steps": state["step"],
-               "train_loss": last_loss, "dev_loss": loss_dev, "params": count_params(model, trainable_only=True),
+               "train_loss": last_loss, "dev_loss": loss_dev, "dev": dev,
+               "params": count_params(model, trainable_only=True),
                "wall_time_s": round(time.time() - start, 1), "weights": str(final)}
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    accuracies = "".join(f"dev {k} {v:.4f}, " for k, v in dev.items() if "accuracy" in k)
     print(f"[pretrain] {cfg.upstream.name} on {corpus.name}: {state['step']} steps, "
-          f"train loss {last_loss:.4f}, dev loss {loss_dev:.4f}, "
+          f"train loss {last_loss:.4f}, dev loss {loss_dev:.4f}, {accuracies}"
           f"{summary['params'] / 1e6:.2f} M params, {summary['wall_time_s']:.0f} s -> {final}")
     dist.barrier()
     return final

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -147,3 +149,7 @@ def test_pretrain_mode_runs_wav2vec2(make_cfg, tiny_corpus):
     path = pretrain(cfg, tiny_corpus, torch.device("cpu"))
     up = build_upstream("wav2vec2", **TINY["wav2vec2"])
     assert load_weights(path, up)["steps"] == "2"
+    # the dev split is scored on every scalar of the pretext loss, not the loss alone
+    dev = json.loads((path.parent / "summary.json").read_text())["dev"]
+    assert {"loss", "accuracy", "contrastive", "diversity", "code_perplexity"} <= dev.keys()
+    assert 0.0 <= dev["accuracy"] <= 1.0 and dev["loss"] > 0
