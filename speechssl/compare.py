@@ -34,25 +34,6 @@ def arm_config(cfg: DictConfig, mode: str) -> DictConfig:
     return out
 
 
-def curves_png(runs: dict[str, dict], metric: str, title: str) -> bytes:
-    """Train loss (left) and the dev metric (right) against the step, one line per run.
-    runs: label -> {"train": (steps, values), "dev": (steps, values)}."""
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 2.8))
-    for label, series in runs.items():
-        a.plot(*series["train"], lw=1, label=label)
-        b.plot(*series["dev"], marker="o", ms=3, label=label)
-    a.set_xlabel("step")
-    a.set_ylabel("train loss")
-    b.set_xlabel("step")
-    b.set_ylabel(f"dev {metric}")
-    for ax in (a, b):
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    return plots._png(fig)
-
-
 def table(rows: dict[str, dict]) -> str:
     """The two runs' final scores as a markdown table."""
     first = next(iter(rows.values()))
@@ -82,7 +63,7 @@ def compare(cfg: DictConfig) -> Path | None:
     title = f"{cfg.upstream.name} x {task}: fine-tuned from pre-training vs. from scratch"
     path = Path(cfg.out_dir) / "compare" / f"{cfg.upstream.name}-{task}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(curves_png(series, metric, title))
+    path.write_bytes(plots.runs_curves_png(series, metric, title))
     print()
     print(table(rows))
     print(f"\n[compare] curves: {path}")

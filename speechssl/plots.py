@@ -41,19 +41,54 @@ def layer_weights_png(labels: list[str], weights: list[list[float]], title: str)
     return _png(fig)
 
 
+def smooth(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points
+    are not pulled towards zero (weight 0 returns the values)."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1.0 - weight) * v
+        out.append(avg / (1.0 - weight ** i))
+    return out
+
+
+def _train_loss(ax, steps: list[int], values: list[float], label: str | None = None) -> None:
+    """Per-step losses are noisy: the raw line faint, and smoothed over about a fortieth of
+    the run on top (no smoothing for runs of 40 logged steps or fewer)."""
+    (raw,) = ax.plot(steps, values, lw=0.6, alpha=0.3)
+    ax.plot(steps, smooth(values, max(0.0, 1.0 - 40.0 / max(len(values), 1))), lw=1.2,
+            color=raw.get_color(), label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss (smoothed)")
+
+
 def curves_png(train: tuple[list[int], list[float]], dev: dict[str, tuple[list[int], list[float]]],
                title: str) -> bytes:
-    """Training loss (left) and dev metrics (right) against the step."""
+    """Training loss (left) and dev metrics (right) against the step, for one run."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 2.8))
-    a.plot(*train, lw=1)
-    a.set_xlabel("step")
-    a.set_ylabel("train loss")
+    _train_loss(a, *train)
     for name, (steps, values) in sorted(dev.items()):
         b.plot(steps, values, marker="o", ms=3, label=name)
     b.set_xlabel("step")
     b.set_ylabel("dev")
     if dev:
         b.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
+def runs_curves_png(runs: dict[str, dict], metric: str, title: str) -> bytes:
+    """Train loss (left) and one dev metric (right) against the step, one line per run.
+    runs: label -> {"train": (steps, values), "dev": (steps, values)}."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 2.8))
+    for label, series in runs.items():
+        _train_loss(a, *series["train"], label=label)
+        b.plot(*series["dev"], marker="o", ms=3, label=label)
+    b.set_xlabel("step")
+    b.set_ylabel(f"dev {metric}")
+    for ax in (a, b):
+        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _png(fig)
 

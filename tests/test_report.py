@@ -231,9 +231,20 @@ def _png_size(png: bytes) -> tuple[int, int]:
     return w, h
 
 
+def test_smooth_is_a_debiased_moving_average():
+    # hand-worked: weight 0.5 -> 0.5 / (1 - 0.5) = 1, then (0.25 + 1.5) / (1 - 0.25) = 7/3
+    assert plots.smooth([1.0, 3.0], 0.5) == pytest.approx([1.0, 7 / 3])
+    assert plots.smooth([2.0] * 50, 0.9) == pytest.approx([2.0] * 50)  # no pull towards 0
+    assert plots.smooth([1.0, 5.0], 0.0) == [1.0, 5.0]
+    with pytest.raises(ValueError, match="smoothing weight"):
+        plots.smooth([1.0], 1.0)
+
+
 def test_plots_are_pngs():
     assert min(_png_size(plots.layer_weights_png(["a / ks", "b / ks"], [[0.5, 0.5], [1.0]], "t")))
     assert min(_png_size(plots.curves_png(([1, 2], [3.0, 2.0]), {"per": ([2], [50.0])}, "t")))
+    assert min(_png_size(plots.runs_curves_png({"a": {"train": ([1, 2], [3.0, 2.0]),
+                                                      "dev": ([2], [50.0])}}, "per", "t")))
     assert min(_png_size(plots.score_bars_png({"apc": 500.0, "fbank": 0.0}, "t")))
     with pytest.raises(ValueError, match="one weight list per label"):
         plots.layer_weights_png(["a"], [], "t")
