@@ -4,7 +4,9 @@
 Does Unsupervised Pre-training Help Deep Learning?" asks the question, Devlin et al., 2019
 (BERT) answer it for text. Both runs are leaderboard rows; their train-loss and dev-metric
 curves (read from each run's TensorBoard log) share one PNG,
-``${out_dir}/compare/<upstream>-<task>.png``, and the two scores are printed as a table."""
+``${out_dir}/compare/<upstream>-<task>-<setup>.png`` (``<setup>`` hashes the pre-trained
+arm's run id, so another budget or ``train_items`` never overwrites it), and the two
+scores are printed as a table."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from speechssl import distributed as dist
 from speechssl import plots
 from speechssl.config import RECIPES
+from speechssl.runtime import config_hash
 
 ARMS = (("full", "pre-trained"), ("scratch", "random init"))
 
@@ -61,7 +64,8 @@ def compare(cfg: DictConfig) -> Path | None:
                          "dev": tb.get(f"dev/{metric}", ([], []))}
     task = next(iter(rows.values()))["task"]
     title = f"{cfg.upstream.name} x {task}: fine-tuned from pre-training vs. from scratch"
-    path = Path(cfg.out_dir) / "compare" / f"{cfg.upstream.name}-{task}.png"
+    setup = config_hash(rows[ARMS[0][1]]["run_id"], 8)
+    path = Path(cfg.out_dir) / "compare" / f"{cfg.upstream.name}-{task}-{setup}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(plots.runs_curves_png(series, metric, title))
     print()
