@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from speechssl import distributed as dist
+from speechssl.atomic import atomic_write_text
 from speechssl.checkpoint import (
     load_training_state,
     load_weights,
@@ -261,7 +262,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
                "train_loss": last_loss, "dev_loss": loss_dev, "dev": dev,
                "params": count_params(model, trainable_only=True),
                "wall_time_s": round(time.time() - start, 1), "weights": str(final)}
-    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(run / "summary.json", json.dumps(summary, indent=1))
     accuracies = "".join(f"dev {k} {v:.4f}, " for k, v in dev.items() if "accuracy" in k)
     print(f"[pretrain] {cfg.upstream.name} on {corpus.name}: {state['step']} steps, "
           f"train loss {last_loss:.4f}, dev loss {loss_dev:.4f}, {accuracies}"
