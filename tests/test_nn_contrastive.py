@@ -27,7 +27,7 @@ from speechssl.nn.conv_encoder import (
     conv_output_lengths,
 )
 from speechssl.nn.ema import ema_decay, ema_update_
-from speechssl.nn.kmeans import assign, cluster_quality, fit_kmeans, speech_frames
+from speechssl.nn.kmeans import assign, cluster_quality, fit_kmeans, phone_frames, speech_frames
 from speechssl.nn.masking import valid_mask, wav2vec2_mask
 from speechssl.nn.quantize import GroupedKMeansQuantizer, GumbelQuantizer
 from speechssl.nn.transformer import TransformerEncoder
@@ -226,6 +226,19 @@ def test_speech_frames_from_energy():
     wav = torch.cat([torch.zeros(8000) + 1e-6 * torch.randn(8000), 0.5 * torch.sin(2 * math.pi * 200 * t)])
     lab = speech_frames(wav, 148)
     assert not lab[:45].any() and lab[55:140].all()
+
+
+def test_phone_frames_label_each_frame_by_its_centre():
+    # 10 ms hop, 25 ms window: frame t is centred on t * 0.01 + 0.0125 s
+    ali = [["h", 0.02, 0.05], ["l", 0.05, 0.05], ["ə", 0.05, 0.08], ["ʊ", 0.10, 0.12]]
+    lab = phone_frames(ali, 13, hop=160, window=400, sample_rate=16000)
+    # centres 12.5, 22.5, 32.5, 42.5, 52.5, ... 132.5 ms; the zero-length "l" takes no frame
+    assert lab.tolist() == ["sil", "h", "h", "h", "ə", "ə", "ə", "sil", "sil", "ʊ", "ʊ",
+                            "sil", "sil"]
+    assert phone_frames([], 3).tolist() == ["sil"] * 3
+    # 20 ms frames of a conv encoder (320 samples, 400-sample receptive field): centres
+    # 12.5, 32.5, 52.5, 72.5, 92.5, 112.5 ms
+    assert phone_frames(ali, 6, hop=320).tolist() == ["sil", "h", "ə", "ə", "sil", "ʊ"]
 
 
 def test_masked_group_norm_ignores_padding():

@@ -70,7 +70,14 @@ def test_hubert_targets_are_stable_and_printed(tiny_items, centroids, capsys):
     assert torch.equal(again, centroids)  # fixed kmeans_seed: the same clusters
     assert centroids.shape == (12, 39)  # MFCC 13 + deltas + delta-deltas
     assert 1 < report["cluster_perplexity"] <= 12 and 0 <= report["speech_silence_pnmi"] <= 1
-    assert "purity" in capsys.readouterr().out
+    # the synthetic corpus has phone alignments: purity against phones (and silence)
+    assert report["phone_frames"] == report["frames"] and report["phones"] > 12
+    assert 0 < report["phone_pnmi"] < 1 and 0 < report["phone_purity"] < 1
+    assert "phone purity" in capsys.readouterr().out
+    unaligned = [{k: v for k, v in it.items() if k != "alignment"} for it in tiny_items]
+    report = build_upstream("hubert", **HUBERT).fit_targets(unaligned, torch.device("cpu"))[1]
+    assert "phone_purity" not in report
+    assert "no phone alignments" in capsys.readouterr().out
 
 
 def test_hubert_targets_follow_the_label_rate(centroids, tiny_batch):

@@ -51,7 +51,7 @@ def _tree_hashes(d: Path) -> dict[str, str]:
 def test_layout_and_meta(corpus):
     assert corpus.name == corpus_dir_name("tiny", 0) == "synth-tiny-seed0"
     meta = json.loads((corpus / "meta.json").read_text())
-    assert meta["format_version"] == 1 and meta["size"] == "tiny" and meta["seed"] == 0
+    assert meta["format_version"] == 2 and meta["size"] == "tiny" and meta["seed"] == 0
     assert meta["sample_rate"] == 16000
     assert len(meta["speakers"]) >= 48
     for info in meta["speakers"].values():
@@ -91,7 +91,7 @@ def test_manifests(corpus):
                     all_ids[e["id"]] = e["path"]
                 else:
                     assert all_ids[e["id"]] == e["path"]  # pretrain lists existing items
-                    assert set(e) == {"id", "path", "duration", "speaker"}
+                    assert set(e) - {"alignment"} == {"id", "path", "duration", "speaker"}
                 wav = corpus / e["path"]
                 assert wav.is_file(), wav
                 info = sf.info(str(wav))
@@ -151,6 +151,54 @@ def test_subset_fields(corpus):
         assert hits > 0
         for e in queries:
             assert "term" in e and TEXT_RE.match(e["term"])
+
+
+def test_phone_alignments_follow_the_audio(corpus):
+    """Every single-speaker utterance carries eSpeak's phone timing, retimed through
+    trimming, speed perturbation and padding: the phone sequence is the transcription and
+    the first / last phone meet the speech onset / offset found from the audio's energy."""
+    plan = {it["id"]: it for it in gen.plan_corpus("tiny", 0)[0]}
+    onset, offset, checked = {True: [], False: []}, {True: [], False: []}, 0
+    for sub in ("asr", "ic", "sf", "er", "sid", "asv"):
+        for split in SUBSET_SPLITS[sub]:
+            for e in _manifest(corpus, sub, split):
+                ali = e["alignment"]
+                assert ali and all(0 <= s <= t <= e["duration"] for _, s, t in ali), e["id"]
+                assert all(a[2] <= b[1] for a, b in zip(ali, ali[1:])), e["id"]  # in order
+                if "phonemes" in e:
+                    assert [p for p, _, _ in ali] == e["phonemes"].split(" "), e["id"]
+                    checked += 1
+                aug = plan[e["id"]]["aug"]
+                if "snr_db" in aug or "rt60" in aug:
+                    continue  # noise and reverberation blur the energy onset / offset
+                x, _ = sf.read(str(corpus / e["path"]))
+                n = len(x) // 160
+                db = 10 * np.log10(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
+                active = np.nonzero(db > db.max() - 30)[0]
+                onset[aug["speed"] != 1].append(ali[0][1] - active[0] * 0.01)
+                offset[aug["speed"] != 1].append(ali[-1][2] - (active[-1] + 1) * 0.01)
+    assert checked > 50
+    for sped in (True, False):  # a speed factor left out of the retiming moves them ~100 ms
+        assert len(onset[sped]) > 10
+        assert np.median(np.abs(onset[sped])) < 0.015 and np.median(np.abs(offset[sped])) < 0.015
+    assert not any("alignment" in e for e in _manifest(corpus, "sd", "train"))  # two talkers
+    pre = {e["id"]: e for e in _manifest(corpus, "pretrain", "train")}
+    asr = _manifest(corpus, "asr", "train")[0]
+    assert pre[asr["id"]]["alignment"] == asr["alignment"]
+
+
+def test_retime_scales_shifts_and_clips():
+    def same(got, want):
+        assert [p for p, _, _ in got] == [p for p, _, _ in want]
+        assert [t for _, s, e in got for t in (s, e)] == pytest.approx(
+            [t for _, s, e in want for t in (s, e)])
+
+    phones = [("a", 0.0, 0.1), ("l", 0.1, 0.1), ("b", 0.1, 0.3), ("c", 0.3, 0.5)]
+    same(gen._retime(phones, duration=0.4, scale=0.5, shift=0.1),
+         [("a", 0.1, 0.15), ("l", 0.15, 0.15), ("b", 0.15, 0.25), ("c", 0.25, 0.35)])
+    # trimming 0.15 s: "a" and "l" are cut away, "b" cut short, "c" clipped at the end
+    same(gen._retime(phones, duration=0.3, shift=-0.15), [("b", 0.0, 0.15), ("c", 0.15, 0.3)])
+    assert gen._speed_time_scale(1.1) == pytest.approx(1 / 1.1)
 
 
 def test_speaker_partitions(corpus):

@@ -54,11 +54,27 @@ def cluster_quality(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float
             "perplexity": float(np.exp(hk)), "clusters_used": int((pk > 0).sum())}
 
 
+def phone_frames(alignment: list, num_frames: int, hop: int = 160, window: int = 400,
+                 sample_rate: int = 16000, silence: str = "sil") -> np.ndarray:
+    """Phone segments ``[[phone, start_s, end_s], ...]`` (sorted, as in the synthetic
+    corpus's manifests) -> (num_frames,) labels: the phone whose segment holds the centre
+    of the frame (frame t spans samples ``[t * hop, t * hop + window)``), else ``silence``."""
+    centres = (np.arange(num_frames) * hop + window / 2) / sample_rate
+    if not alignment:
+        return np.full(num_frames, silence, dtype=object)
+    phones = np.array([p for p, _, _ in alignment], dtype=object)
+    starts = np.array([s for _, s, _ in alignment], dtype=np.float64)
+    ends = np.array([e for _, _, e in alignment], dtype=np.float64)
+    k = np.searchsorted(starts, centres, side="right") - 1  # last segment starting <= centre
+    inside = (k >= 0) & (centres < ends[np.maximum(k, 0)])
+    return np.where(inside, phones[np.maximum(k, 0)], silence)
+
+
 def speech_frames(wav: Tensor, num_frames: int, hop: int = 160, window: int = 400,
                   floor_db: float = 35.0) -> np.ndarray:
     """(S,) waveform -> (num_frames,) bool speech/silence labels from frame energy: a frame
-    is speech when its energy is within ``floor_db`` of the utterance's loudest frame. The
-    only frame-level labels the synthetic corpus allows without alignments."""
+    is speech when its energy is within ``floor_db`` of the utterance's loudest frame: labels
+    any corpus allows, aligned or not."""
     wav = wav.float()
     if wav.numel() < window:
         wav = torch.nn.functional.pad(wav, (0, window - wav.numel()))

@@ -27,7 +27,7 @@ from speechssl.checkpoint import read_metadata
 from speechssl.errors import ConfigError
 from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES, frame_mask
 from speechssl.nn.frontend import HOP_SAMPLES, KaldiFrontend
-from speechssl.nn.kmeans import assign, cluster_quality, fit_kmeans, speech_frames
+from speechssl.nn.kmeans import assign, cluster_quality, fit_kmeans, phone_frames, speech_frames
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 from speechssl.upstream.wav2vec2 import MaskedBackbone
 
@@ -167,33 +167,46 @@ class HuBERT(Upstream):
     def fit_targets(self, items: list[dict], device) -> tuple[Tensor, dict]:
         """k-means on the target features of ``items`` -> (centroids (K, F), quality report).
 
-        Quality: cluster perplexity and usage, and purity / PNMI against energy-based
-        speech/silence frame labels (the corpus has phoneme strings but no alignments, so
-        phone purity cannot be measured honestly)."""
+        Quality (HuBERT section IV-F), on the clustered frames: phone purity and PNMI
+        against the items' phone ``alignment`` where the corpus has one (the synthetic
+        corpus does, from eSpeak; frames outside every phone are ``sil``), purity and PNMI
+        against energy-based speech/silence labels, cluster perplexity and usage."""
         from speechssl.data.audio import load_audio
 
-        feats, speech = [], []
+        hop = HOP_SAMPLES * (1 if self.iteration == 1 else self.downsample_rate // HOP_SAMPLES)
+        feats, speech, phones, aligned = [], [], [], []
         for it in items:
             wav = load_audio(it["path"], self.sample_rate).to(device)
             f, m = self.target_features(wav.unsqueeze(0), torch.tensor([wav.numel()], device=device))
             f = f[0, : int(m[0])].float().cpu()
-            hop = HOP_SAMPLES * (1 if self.iteration == 1 else self.downsample_rate // HOP_SAMPLES)
             feats.append(f.numpy())
             speech.append(speech_frames(wav.cpu(), f.shape[0], hop=hop))
+            if "alignment" in it:
+                phones.append(phone_frames(it["alignment"], f.shape[0], hop=hop,
+                                           sample_rate=self.sample_rate))
+            aligned.append(np.full(f.shape[0], "alignment" in it))
         allf = np.concatenate(feats)
         centroids = fit_kmeans(allf, self.num_clusters, self.kmeans_seed, self.kmeans_max_frames,
                                n_init=self.kmeans_n_init)
         clusters = assign(torch.from_numpy(allf), torch.from_numpy(centroids)).numpy()
-        report = cluster_quality(np.concatenate(speech), clusters)
+        sil = cluster_quality(np.concatenate(speech), clusters)
         report = {"iteration": self.iteration, "frames": int(allf.shape[0]),
-                  "num_clusters": self.num_clusters, "speech_silence_purity": report["purity"],
-                  "speech_silence_pnmi": report["pnmi"], "cluster_perplexity": report["perplexity"],
-                  "clusters_used": report["clusters_used"]}
+                  "num_clusters": self.num_clusters, "speech_silence_purity": sil["purity"],
+                  "speech_silence_pnmi": sil["pnmi"], "cluster_perplexity": sil["perplexity"],
+                  "clusters_used": sil["clusters_used"]}
+        phone_text = "no phone alignments in this corpus, so no phone purity"
+        if phones:
+            labels, known = np.concatenate(phones).astype(str), np.concatenate(aligned)
+            ph = cluster_quality(labels, clusters[known])
+            report.update(phone_frames=int(known.sum()), phone_purity=ph["purity"],
+                          phone_pnmi=ph["pnmi"], phones=int(len(np.unique(labels))))
+            phone_text = (f"vs phone alignments ({report['phone_frames']} frames, "
+                          f"{report['phones']} phones incl. sil): phone purity "
+                          f"{ph['purity']:.3f}, PNMI {ph['pnmi']:.3f}")
         print(f"[hubert] k-means iteration {self.iteration}: {report['frames']} frames, "
               f"{self.num_clusters} clusters, {report['clusters_used']} used, perplexity "
-              f"{report['cluster_perplexity']:.1f}; vs energy speech/silence labels: purity "
-              f"{report['speech_silence_purity']:.3f}, PNMI {report['speech_silence_pnmi']:.3f} "
-              "(no phone alignments in the corpus, so no phone purity)")
+              f"{report['cluster_perplexity']:.1f}; {phone_text}; vs energy speech/silence "
+              f"labels: purity {sil['purity']:.3f}, PNMI {sil['pnmi']:.3f}")
         return torch.from_numpy(centroids), report
 
     # ---- model ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Minimal ctypes binding to eSpeak NG (as shipped by the ``espeakng-loader`` wheel).
 
-Only what the synthetic corpus needs: synchronous synthesis into a numpy buffer,
-voice / parameter selection and IPA phonemisation.  eSpeak keeps global state,
+Only what the synthetic corpus needs: synchronous synthesis into a numpy buffer with
+the time of every phoneme (eSpeak's phoneme events), voice / parameter selection and
+IPA phonemisation.  eSpeak keeps global state,
 so the library is initialised once per process (:func:`get_engine`).  A private
 data directory may be passed on first use so that custom voice variants (written
 by :mod:`speechssl.data.synth.speakers`) can be selected by name.
@@ -30,14 +31,23 @@ espeakPITCH = 3
 espeakRANGE = 4
 espeakWORDGAP = 7
 
+espeakINITIALIZE_PHONEME_EVENTS = 0x0001
+espeakINITIALIZE_PHONEME_IPA = 0x0002
+espeakEVENT_LIST_TERMINATED = 0
+espeakEVENT_PHONEME = 7
+
 NATIVE_SAMPLE_RATE = 22050
 
 # stress / boundary / tie / tone marks removed from phoneme strings
 _STRIP_MARKS = set("ˈˌ.%‖|‿͡'\u0361\u035c-") | {"ˑ"}
 
 
-class _EspeakEvent(ctypes.Structure):  # only used as an opaque pointer type
-    _fields_ = [("type", ctypes.c_int)]
+class _EspeakEvent(ctypes.Structure):
+    """``espeak_EVENT`` of speak_lib.h (the ``id`` union read as its 8-byte string)."""
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+                ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+                ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
 
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
@@ -97,15 +107,24 @@ class Espeak:
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_ng_SetRandSeed.restype = None
 
-        sr = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 200, str(data_dir.parent).encode(), 0)
+        # phoneme events (with IPA names) leave the audio bit-identical
+        options = espeakINITIALIZE_PHONEME_EVENTS | espeakINITIALIZE_PHONEME_IPA
+        sr = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 200, str(data_dir.parent).encode(), options)
         if sr <= 0:
             raise RuntimeError(f"espeak_Initialize failed (data dir {data_dir})")
         self.sample_rate = int(sr)
         self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[int, str]] = []  # (audio position in ms, phoneme name)
 
-        def _cb(wav, n, _events):
+        def _cb(wav, n, events):
             if n > 0 and wav:
                 self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            i = 0
+            while events and events[i].type != espeakEVENT_LIST_TERMINATED:
+                if events[i].type == espeakEVENT_PHONEME:
+                    name = events[i].id.decode("utf-8", errors="replace")
+                    self._events.append((int(events[i].audio_position), name))
+                i += 1
             return 0
 
         self._cb = _SYNTH_CALLBACK(_cb)  # keep a reference alive
@@ -142,6 +161,24 @@ class Espeak:
 
         With ``ssml=True`` the text is SSML markup (e.g. ``<emphasis>``).
         """
+        return self.synth_aligned(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range,
+                                  volume=volume, wordgap=wordgap, rand_seed=rand_seed, ssml=ssml)[0]
+
+    def synth_aligned(
+        self,
+        text: str,
+        voice: str,
+        rate: int = 175,
+        pitch: int = 50,
+        pitch_range: int = 50,
+        volume: int = 100,
+        wordgap: int = 0,
+        rand_seed: int = 0,
+        ssml: bool = False,
+    ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+        """:meth:`synth` plus the phone segments ``(phone, start_s, end_s)`` that eSpeak
+        reports while speaking (stress marks removed, as in :meth:`phonemes`); a phone
+        ends where the next phoneme event (a phone or a pause) starts."""
         with self._lock:
             self.set_voice(voice)
             for p, v in ((espeakRATE, rate), (espeakPITCH, pitch), (espeakRANGE, pitch_range),
@@ -151,7 +188,7 @@ class Espeak:
             self.lib.espeak_ng_SetRandSeed(int(rand_seed) & 0x7FFFFFFF)
             if self._libc is not None:
                 self._libc.srand(ctypes.c_uint(int(rand_seed) & 0xFFFFFFFF))
-            self._chunks = []
+            self._chunks, self._events = [], []
             buf = ctypes.create_string_buffer(text.encode("utf-8"))
             flags = espeakCHARS_UTF8 | (espeakSSML if ssml else 0)
             err = self.lib.espeak_Synth(buf, len(buf), 0, POS_CHARACTER, 0, flags, None, None)
@@ -159,9 +196,11 @@ class Espeak:
                 raise RuntimeError(f"espeak_Synth failed (error {err}) for text {text!r} voice {voice!r}")
             self.lib.espeak_Synchronize()
             chunks, self._chunks = self._chunks, []
+            events, self._events = self._events, []
         if not chunks:
             raise RuntimeError(f"eSpeak produced no audio for text {text!r} voice {voice!r}")
-        return (np.concatenate(chunks).astype(np.float32) / 32768.0)
+        audio = np.concatenate(chunks).astype(np.float32) / 32768.0
+        return audio, phone_segments(events, len(audio) / self.sample_rate)
 
     def phonemes(self, text: str, voice: str = "en-us") -> list[str]:
         """IPA phones of ``text`` (stress, syllable and word-boundary marks removed)."""
@@ -189,6 +228,25 @@ def clean_phones(s: str) -> list[str]:
         if tok:
             phones.append(tok)
     return phones
+
+
+def phone_segments(events: list[tuple[int, str]], duration: float) -> list[tuple[str, float, float]]:
+    """Phoneme events ``(audio position in ms, IPA name)`` -> ``(phone, start_s, end_s)``.
+
+    Events with an empty name after cleaning (pauses) only end the phone before them;
+    the last phone ends at ``duration``.  A phone may have zero length: eSpeak speaks a
+    post-vocalic /l/ (``twelve``, ``school``) inside the vowel before it and reports it
+    at the same instant as the next phone; it is kept so that the phone sequence is the
+    transcription."""
+    events = sorted(events, key=lambda e: e[0])
+    out = []
+    for k, (ms, name) in enumerate(events):
+        phone = "".join(clean_phones(name))
+        start = min(ms / 1000.0, duration)
+        end = min(events[k + 1][0] / 1000.0, duration) if k + 1 < len(events) else duration
+        if phone:
+            out.append((phone, start, end))
+    return out
 
 
 _ENGINE: Espeak | None = None

@@ -7,7 +7,9 @@ Generation happens in three steps:
    choices come from ``numpy.random.default_rng([seed, subset_code, split_code, index])``
    so the plan does not depend on iteration order or on the number of workers.
 2. :func:`render_item` (worker processes): synthesizes, post-processes and writes one
-   wav file, returning the measured fields (duration, phonemes, segments).  Audio
+   wav file, returning the measured fields (duration, phonemes, segments, and the
+   phone alignment from eSpeak's phoneme events, retimed through trimming, speed
+   perturbation and padding).  Audio
    randomness comes from ``default_rng([seed, subset_code, split_code, index, 1])``.
 3. :func:`ensure_corpus`: writes manifests and ``meta.json`` into a staging directory
    which is renamed into place only when complete.
@@ -36,7 +38,7 @@ from .espeak import espeak_version, get_engine
 from .speakers import SPEAKER_BY_ID, SPEAKERS, ensure_voice_overlay, speaker_splits
 from .text import ensure_text_corpus
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: utterances carry a phone "alignment"
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
 SUBSET_CODES = {"asr": 1, "ks": 2, "ic": 3, "sf": 4, "er": 5, "sid": 6, "asv": 7, "sd": 8, "qbe": 9}
@@ -356,13 +358,15 @@ def _ssml(text: str, n_emph: int, rng: np.random.Generator) -> str | None:
     return "<speak>" + " ".join(out) + "</speak>"
 
 
-def _speak(text: str, spk_id: str, style: dict, rng: np.random.Generator, item_id: str) -> np.ndarray:
-    """Synthesize, resample to 16 kHz and apply the emotion post-processing."""
+def _speak(text: str, spk_id: str, style: dict, rng: np.random.Generator,
+           item_id: str) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """Synthesize, resample to 16 kHz and apply the emotion post-processing; returns the
+    audio and its phone segments (seconds from the start of the returned audio)."""
     eng = get_engine(_WORKER.get("voice_dir"))
     spk = SPEAKER_BY_ID[spk_id]
     ssml = _ssml(text, style.get("emphasis", 0), rng)
     try:
-        raw = eng.synth(ssml or text, spk.voice, rate=style["rate"], pitch=style["pitch"],
+        raw, phones = eng.synth_aligned(ssml or text, spk.voice, rate=style["rate"], pitch=style["pitch"],
                         pitch_range=style["range"], volume=style["volume"], wordgap=style["wordgap"],
                         rand_seed=int(rng.integers(2**31 - 1)), ssml=ssml is not None)
     except RuntimeError as e:
@@ -372,7 +376,8 @@ def _speak(text: str, spk_id: str, style: dict, rng: np.random.Generator, item_i
         x = resample_poly(raw.astype(np.float64), SAMPLE_RATE // g, eng.sample_rate // g)
     else:
         x = resample_poly(raw.astype(np.float64), 320, 441)
-    x = _trim(x)
+    x, start = _trim(x)
+    phones = _retime(phones, duration=len(x) / SAMPLE_RATE, shift=-start / SAMPLE_RATE)
     if len(x) == 0:
         raise RuntimeError(f"synthesis produced silence for item {item_id} (text {text!r})")
     drive = style.get("drive", 0.0)
@@ -385,22 +390,42 @@ def _speak(text: str, spk_id: str, style: dict, rng: np.random.Generator, item_i
     elif tilt < 0:  # darken: one-pole low-pass
         a = -tilt
         x = lfilter([1.0 - a], [1.0, -a], x)
-    return x
+    return x, phones
 
 
-def _trim(x: np.ndarray, frame: int = 160, rel_db: float = -45.0) -> np.ndarray:
-    """Cut leading / trailing silence (frame RMS below ``rel_db`` of the loudest frame)."""
+def _retime(phones: list[tuple[str, float, float]], duration: float, scale: float = 1.0,
+            shift: float = 0.0) -> list[tuple[str, float, float]]:
+    """Phone segments mapped by ``t -> t * scale + shift`` and clipped to ``[0, duration]``;
+    segments clipped away are dropped, zero-length ones inside are kept."""
+    out = []
+    for p, s, e in phones:
+        s, e = s * scale + shift, e * scale + shift
+        cs, ce = max(0.0, s), min(duration, e)
+        if ce > cs or (e == s and 0.0 <= s <= duration):
+            out.append((p, cs, ce))
+    return out
+
+
+def _speed_time_scale(speed: float) -> float:
+    """How :func:`augment.speed_perturb` stretches time (1 / the factor it really uses)."""
+    fr = A.speed_factor_fraction(speed)
+    return fr.denominator / fr.numerator
+
+
+def _trim(x: np.ndarray, frame: int = 160, rel_db: float = -45.0) -> tuple[np.ndarray, int]:
+    """Cut leading / trailing silence (frame RMS below ``rel_db`` of the loudest frame);
+    returns the kept audio and the index of its first sample in ``x``."""
     n = len(x) // frame
     if n == 0:
-        return x
+        return x, 0
     e = np.sqrt(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1))
     thr = e.max() * 10 ** (rel_db / 20)
     act = np.nonzero(e > thr)[0]
     if len(act) == 0:
-        return x[:0]
+        return x[:0], 0
     s = max(0, (act[0] - 1) * frame)
     t = min(len(x), (act[-1] + 2) * frame)
-    return x[s:t]
+    return x[s:t], s
 
 
 def _set_level(x: np.ndarray, level_db: float) -> np.ndarray:
@@ -417,7 +442,7 @@ def _noise_for(aug: dict, n: int, rng: np.random.Generator, item_id: str) -> np.
         srcs = []
         for spk, text in aug["babble"]:
             style = _style(rng, spk)
-            srcs.append(_speak(text, spk, style, rng, item_id + "/babble"))
+            srcs.append(_speak(text, spk, style, rng, item_id + "/babble")[0])
         return A.babble(srcs, n, rng)
     return A.colored_noise(n, rng, aug.get("noise", "white"))
 
@@ -478,7 +503,7 @@ def render_item(item: dict) -> dict:
             mix += sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.28)) / h for h in (1, 2, 3)) * 0.5
         x = _set_level(mix, item["noise_level_db"])
     elif kind == "ks":
-        x = _speak(item["text"], item["speaker"], item["style"], rng, item["id"])
+        x = _speak(item["text"], item["speaker"], item["style"], rng, item["id"])[0]
         x = _augment_source(x, aug, aug["speed"], rng)
         max_len = int(0.95 * SAMPLE_RATE)
         if len(x) > max_len:
@@ -495,7 +520,7 @@ def render_item(item: dict) -> dict:
     elif kind == "sd":
         srcs = []
         for src in item["sources"]:
-            s = _speak(src["text"], src["speaker"], src["style"], rng, item["id"])
+            s = _speak(src["text"], src["speaker"], src["style"], rng, item["id"])[0]
             s = _augment_source(s, aug, src["speed"], rng)
             srcs.append(s / math.sqrt(A.power(s)))
         la, lb = len(srcs[0]), len(srcs[1])
@@ -513,10 +538,14 @@ def render_item(item: dict) -> dict:
             {"speaker": spk_b, "start": round(start_b / SAMPLE_RATE, 4), "end": round((start_b + lb) / SAMPLE_RATE, 4)},
         ]
     else:  # "utt" and "query"
-        x = _speak(item["text"], item["speaker"], item["style"], rng, item["id"])
+        x, phones = _speak(item["text"], item["speaker"], item["style"], rng, item["id"])
         x = _augment_source(x, aug, aug["speed"], rng)
         x = _pad(x, aug["pad"])
         x = _finish(x, aug, rng, item["id"])
+        # reverberation keeps the direct path at lag 0, so only speed and padding move phones
+        phones = _retime(phones, duration=len(x) / SAMPLE_RATE, scale=_speed_time_scale(aug["speed"]),
+                         shift=round(aug["pad"][0] * SAMPLE_RATE) / SAMPLE_RATE)
+        out["alignment"] = [[p, round(s, 4), round(e, 4)] for p, s, e in phones]
     pcm = _to_pcm16(x)
     _write_wav(Path(_WORKER["out_dir"]) / item["path"], pcm)
     out["frames"] = int(len(pcm))
@@ -563,6 +592,8 @@ def _manifest_entry(item: dict, res: dict) -> dict:
         e["phonemes"] = res["phonemes"]
     if "segments" in res:
         e["segments"] = res["segments"]
+    if "alignment" in res:
+        e["alignment"] = res["alignment"]
     return e
 
 
@@ -665,7 +696,7 @@ def generate_corpus(out_dir: Path, size: str, seed: int, num_workers: int, progr
     manifests["pretrain"] = {}
     for split in ("train", "dev"):
         manifests["pretrain"][split] = [
-            {k: e[k] for k in ("id", "path", "duration", "speaker")}
+            {k: e[k] for k in ("id", "path", "duration", "speaker", "alignment") if k in e}
             for sub in PRETRAIN_SOURCES for e in manifests[sub][split]]
 
     phone_set = sorted({p for sub in ("asr", "ic") for entries in manifests[sub].values()
