@@ -21,16 +21,19 @@ TINY = {
     "wav2vec2": {"conv_dim": 32, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
                  "ff_size": 64, "final_dim": 16, "codebook_size": 16, "conv_pos_kernel": 16,
                  "conv_pos_groups": 4, "num_negatives": 10, "dropout": 0.0,
-                 "attention_dropout": 0.0, "feature_dropout": 0.0},
+                 "attention_dropout": 0.0, "feature_dropout": 0.0,
+                 # paper 0.1: at this size 0.1 holds the loss on the ln(11) plateau for
+                 # more steps than a unit test affords; 0.5 leaves it within 100
+                 "logit_temp": 0.5},
 }
 LR = {"cpc": 3e-3, "wav2vec": 1e-2, "vq_wav2vec": 3e-3, "vq_wav2vec-kmeans": 3e-3,
       "wav2vec2": 3e-3}
-STEPS = 30
+STEPS = {"wav2vec2": 100}  # 30 for the others
 # chance level of the logged accuracy (the positive outscores all K distractors), and the
-# factor above it reached after STEPS steps on four 1-second crops (measured: cpc about
-# 0.5 after 30 steps, i.e. > 4x chance; wav2vec about 1.4x)
-CHANCE = {"cpc": 1 / 9, "wav2vec": 1 / 6}
-ABOVE_CHANCE = {"cpc": 2.0, "wav2vec": 1.15}
+# factor above it reached after the steps on four 1-second crops (measured: cpc about
+# 0.5 after 30 steps, i.e. > 4x chance; wav2vec about 1.4x; wav2vec2 0.43 after 100, 4.7x)
+CHANCE = {"cpc": 1 / 9, "wav2vec": 1 / 6, "wav2vec2": 1 / 11}
+ABOVE_CHANCE = {"cpc": 2.0, "wav2vec": 1.15, "wav2vec2": 2.5}
 
 
 def _build(key: str):
@@ -59,13 +62,15 @@ def _fixed(up, batch) -> dict:
 @pytest.mark.parametrize("key", sorted(TINY))
 def test_loss_falls_and_positive_ranks_first(key, tiny_batch):
     """The loss falls for every model; the InfoNCE / binary accuracy climbs above chance
-    for cpc and wav2vec within the budget. (vq_wav2vec's and wav2vec 2.0's quantized targets
-    need more steps than a unit test affords before their accuracy leaves chance.)"""
+    for cpc, wav2vec and wav2vec 2.0 within the budget. Not for vq_wav2vec: its binary loss
+    first falls to the collapsed-codebook solution (every frame one code, loss
+    8 x (ln 6 + 5 ln 1.2) = 21.6 here), where distractors equal the positive and the
+    accuracy (strictly first) drops towards 0; it takes far more steps to leave it."""
     torch.manual_seed(0)
     up = _build(key).train()
     before = _fixed(up, tiny_batch)
     opt = torch.optim.Adam(up.parameters(), lr=LR[key])
-    for _ in range(STEPS):
+    for _ in range(STEPS.get(key, 30)):
         out = up.pretrain_loss(tiny_batch["audio"], tiny_batch["lengths"])
         opt.zero_grad()
         out["loss"].backward()
