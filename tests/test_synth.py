@@ -187,6 +187,18 @@ def test_phone_alignments_follow_the_audio(corpus):
     assert pre[asr["id"]]["alignment"] == asr["alignment"]
 
 
+def test_phone_segments_from_phoneme_events():
+    from speechssl.data.synth.espeak import phone_segments
+
+    # eSpeak's events: (ms, IPA name); pauses have no name; "l" shares its instant
+    events = [(48, "t"), (88, "ˈɛ"), (347, "l"), (347, "v"), (411, ""), (443, "ˈuː"),
+              (500, "")]
+    assert phone_segments(events, 0.6) == [("t", 0.048, 0.088), ("ɛ", 0.088, 0.347),
+                                           ("l", 0.347, 0.347), ("v", 0.347, 0.411),
+                                           ("uː", 0.443, 0.5)]
+    assert phone_segments([(10, "a")], 0.3) == [("a", 0.01, 0.3)]  # the last ends at the end
+
+
 def test_retime_scales_shifts_and_clips():
     def same(got, want):
         assert [p for p, _, _ in got] == [p for p, _, _ in want]

@@ -145,25 +145,6 @@ class Espeak:
             raise RuntimeError(f"eSpeak could not select voice {name!r} (error {err})")
         self._voice = name
 
-    def synth(
-        self,
-        text: str,
-        voice: str,
-        rate: int = 175,
-        pitch: int = 50,
-        pitch_range: int = 50,
-        volume: int = 100,
-        wordgap: int = 0,
-        rand_seed: int = 0,
-        ssml: bool = False,
-    ) -> np.ndarray:
-        """Synthesize ``text``; returns float32 samples in [-1, 1] at :attr:`sample_rate`.
-
-        With ``ssml=True`` the text is SSML markup (e.g. ``<emphasis>``).
-        """
-        return self.synth_aligned(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range,
-                                  volume=volume, wordgap=wordgap, rand_seed=rand_seed, ssml=ssml)[0]
-
     def synth_aligned(
         self,
         text: str,
@@ -176,9 +157,12 @@ class Espeak:
         rand_seed: int = 0,
         ssml: bool = False,
     ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
-        """:meth:`synth` plus the phone segments ``(phone, start_s, end_s)`` that eSpeak
-        reports while speaking (stress marks removed, as in :meth:`phonemes`); a phone
-        ends where the next phoneme event (a phone or a pause) starts."""
+        """Synthesize ``text`` (SSML markup, e.g. ``<emphasis>``, with ``ssml=True``).
+
+        Returns float32 samples in [-1, 1] at :attr:`sample_rate` and the phone segments
+        ``(phone, start_s, end_s)`` eSpeak reports while speaking (stress marks removed, as
+        in :meth:`phonemes`); a phone ends where the next phoneme event (a phone or a
+        pause) starts."""
         with self._lock:
             self.set_voice(voice)
             for p, v in ((espeakRATE, rate), (espeakPITCH, pitch), (espeakRANGE, pitch_range),
