@@ -164,7 +164,7 @@ def test_phone_alignments_follow_the_audio(corpus):
             for e in _manifest(corpus, sub, split):
                 ali = e["alignment"]
                 assert ali and all(0 <= s <= t <= e["duration"] for _, s, t in ali), e["id"]
-                assert all(a[2] <= b[1] for a, b in zip(ali, ali[1:])), e["id"]  # in order
+                assert all(a[2] <= b[1] for a, b in zip(ali, ali[1:], strict=False)), e["id"]
                 if "phonemes" in e:
                     assert [p for p, _, _ in ali] == e["phonemes"].split(" "), e["id"]
                     checked += 1

@@ -366,9 +366,10 @@ def _speak(text: str, spk_id: str, style: dict, rng: np.random.Generator,
     spk = SPEAKER_BY_ID[spk_id]
     ssml = _ssml(text, style.get("emphasis", 0), rng)
     try:
-        raw, phones = eng.synth_aligned(ssml or text, spk.voice, rate=style["rate"], pitch=style["pitch"],
-                        pitch_range=style["range"], volume=style["volume"], wordgap=style["wordgap"],
-                        rand_seed=int(rng.integers(2**31 - 1)), ssml=ssml is not None)
+        raw, phones = eng.synth_aligned(
+            ssml or text, spk.voice, rate=style["rate"], pitch=style["pitch"],
+            pitch_range=style["range"], volume=style["volume"], wordgap=style["wordgap"],
+            rand_seed=int(rng.integers(2**31 - 1)), ssml=ssml is not None)
     except RuntimeError as e:
         raise RuntimeError(f"synthesis failed for item {item_id} (text {text!r}): {e}") from e
     if eng.sample_rate != 22050:
