@@ -1,6 +1,6 @@
-"""Downstream tasks. Importing this package registers every built-in task."""
+"""Downstream tasks: one module per task, each registering its class with
+``@register_task(name)``; the registry imports them on first lookup."""
 
-from downstream import asr, asv, er, ic, ks, pr, qbe, sd, sf, sid, text  # noqa: F401
-from downstream.base import Task, build_task, registered_tasks
+from downstream.base import Task, build_task, registered_tasks, task_from_config
 
-__all__ = ["Task", "build_task", "registered_tasks"]
+__all__ = ["Task", "build_task", "registered_tasks", "task_from_config"]

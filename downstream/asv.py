@@ -13,14 +13,10 @@ from downstream.base import Task, register_task
 from speechssl import metrics
 from speechssl.atomic import atomic_write_text
 from speechssl.errors import ConfigError, ManifestError
+from speechssl.nn.masking import valid_mask
 
 # (kernel size, dilation) of the five frame-level TDNN layers of the x-vector
 TDNN_LAYERS = ((5, 1), (3, 2), (3, 3), (1, 1), (1, 1))
-
-
-def valid_mask(lengths: Tensor, T: int) -> Tensor:
-    """(B,) lengths -> (B, T) bool, True on valid frames."""
-    return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
 
 
 def statistics_pooling(x: Tensor, lengths: Tensor, eps: float = 1e-5) -> Tensor:

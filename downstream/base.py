@@ -1,4 +1,4 @@
-"""The downstream task interface and its registry."""
+"""The downstream task interface and the task registry (name -> class)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
+from speechssl.registry import Registry
 
-_TASKS: dict[str, type[Task]] = {}
+# the built-ins register themselves in their modules under downstream/ (text tasks included)
+TASKS = Registry("downstream", packages=("downstream",))
+# downstream config keys that are not task options
+TASK_RESERVED = ("name", "optim", "featurizer", "train_items")
 
 
 class Task:
@@ -70,44 +74,36 @@ class Task:
 
 
 def register_task(name: str):
-    def wrap(cls: type[Task]) -> type[Task]:
-        _TASKS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+    """Class decorator: make ``name`` usable as ``downstream=name``."""
+    return TASKS.register(name)
 
 
 def registered_tasks() -> list[str]:
-    import downstream  # noqa: F401
-
-    return sorted(_TASKS)
-
-
-def _import_task_module(name: str) -> None:
-    """Register a built-in task not imported by ``downstream/__init__.py`` yet: the task
-    named ``name`` lives in ``downstream/<name>.py``."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec(f"downstream.{name}") is not None:
-        importlib.import_module(f"downstream.{name}")
+    return sorted(TASKS.names())
 
 
 def build_task(name: str, **kwargs) -> Task:
     """Instantiate a registered task; unknown options are a ConfigError listing valid ones."""
-    registered_tasks()
-    if name not in _TASKS and name.isidentifier():
-        _import_task_module(name)
-    if name not in _TASKS:
-        raise ConfigError(f"unknown downstream {name!r}; registered tasks: {', '.join(sorted(_TASKS))}")
-    cls = _TASKS[name]
+    if name not in TASKS:
+        raise ConfigError(f"unknown downstream {name!r}; registered tasks: "
+                          f"{', '.join(registered_tasks())}")
+    cls = TASKS.get(name)
     params = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ConfigError(f"downstream {name!r} has no option(s) {', '.join(unknown)}; "
                           f"valid options: {', '.join(params) or '(none)'}")
     return cls(**kwargs)
+
+
+def task_from_config(cfg_down) -> Task:
+    """The task of ``cfg.downstream``: its name and options (not optim, featurizer,
+    train_items)."""
+    from omegaconf import OmegaConf
+
+    opts = {k: v for k, v in OmegaConf.to_container(cfg_down, resolve=True).items()
+            if k not in TASK_RESERVED}
+    return build_task(cfg_down.name, **opts)
 
 
 def masked_mean(x: Tensor, lengths: Tensor) -> Tensor:

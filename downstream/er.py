@@ -4,7 +4,7 @@ mean-pool + linear, accuracy (SUPERB, Yang et al. 2021)."""
 from __future__ import annotations
 
 from downstream.base import register_task
-from downstream.ks import UtteranceClassification
+from downstream.utterance import UtteranceClassification
 from speechssl.errors import ConfigError
 
 NUM_FOLDS = 5

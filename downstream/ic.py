@@ -7,24 +7,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from downstream.base import Task, masked_mean, register_task
+from downstream.base import Task, register_task
+from downstream.utterance import PooledMultiHead, class_id
 from speechssl import metrics
 from speechssl.errors import ManifestError
 
 FIELDS = ("action", "object", "location")
-
-
-class PooledMultiHead(nn.Module):
-    """Mean over valid frames, then one linear layer per label field:
-    (B, T, D), (B,) -> [(B, C_1), ..., (B, C_K)]."""
-
-    def __init__(self, feature_dim: int, num_classes: list[int]):
-        super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(feature_dim, n) for n in num_classes)
-
-    def forward(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
-        pooled = masked_mean(x, lengths)
-        return [head(pooled) for head in self.heads]
 
 
 @register_task("ic")
@@ -54,13 +42,9 @@ class IntentClassification(Task):
         """(B, K) class ids of the K fields; a label unseen in training is a ManifestError."""
         rows = []
         for it in batch["items"]:
-            row = []
-            for k, (field, value) in enumerate(zip(self.fields, self.reference(it), strict=True)):
-                if value not in self.index[k]:
-                    raise ManifestError(f"{it.get('_manifest')}:{it.get('_line')}: {field} "
-                                        f"{value!r} never occurs in the training split")
-                row.append(self.index[k][value])
-            rows.append(row)
+            where = f"{it.get('_manifest')}:{it.get('_line')}"
+            rows.append([class_id(self.index[k], value, where, what=field) for k, (field, value)
+                         in enumerate(zip(self.fields, self.reference(it), strict=True))])
         return torch.tensor(rows, device=device)
 
     def loss(self, probe, features, lengths, batch) -> Tensor:

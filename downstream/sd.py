@@ -16,6 +16,7 @@ from downstream.base import Task, register_task
 from speechssl import metrics
 from speechssl.atomic import atomic_write_text
 from speechssl.errors import ConfigError, ManifestError
+from speechssl.nn.masking import valid_mask
 from speechssl.nn.rnn import LSTM
 
 
@@ -40,7 +41,7 @@ def pit_bce(logits: Tensor, labels: Tensor, lengths: Tensor) -> Tensor:
     of ``labels`` that gives the lowest mean BCE over its valid frames, averaged over the
     batch. (B, T, S) logits, (B, T, S) 0/1 labels, (B,) lengths -> scalar."""
     B, T, S = logits.shape
-    mask = (torch.arange(T, device=logits.device)[None] < lengths[:, None]).unsqueeze(-1)
+    mask = valid_mask(lengths, T).unsqueeze(-1)
     per_perm = []
     for perm in itertools.permutations(range(S)):
         bce = F.binary_cross_entropy_with_logits(logits, labels[..., list(perm)],

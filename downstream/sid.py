@@ -4,7 +4,7 @@ accuracy (SUPERB, Yang et al. 2021)."""
 from __future__ import annotations
 
 from downstream.base import register_task
-from downstream.ks import UtteranceClassification
+from downstream.utterance import UtteranceClassification
 
 
 @register_task("sid")
@@ -13,6 +13,3 @@ class SpeakerIdentification(UtteranceClassification):
 
     subset = "sid"
     label_field = "speaker"
-
-    def __init__(self):
-        pass

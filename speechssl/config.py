@@ -3,6 +3,8 @@ any work starts, and name the valid choices."""
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
 from pathlib import Path
 
@@ -10,8 +12,44 @@ from omegaconf import DictConfig, OmegaConf
 
 from speechssl.errors import ConfigError
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-MODES = ("train", "evaluate", "pretrain", "synth", "export", "leaderboard", "compare")
+# the config groups: speechssl/recipes in an installed wheel (package data), else the
+# top-level recipes/ of a source checkout (editable install, `python run.py`)
+RECIPES = Path(__file__).resolve().parent / "recipes"
+if not RECIPES.is_dir():
+    RECIPES = RECIPES.parent.parent / "recipes"
+
+
+def class_defaults(cls) -> dict:
+    """The keyword defaults of ``cls.__init__`` as plain config values (tuples as lists)."""
+    out = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or p.default is inspect.Parameter.empty:
+            continue
+        out[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return out
+
+
+def store_class_defaults() -> None:
+    """Each registered upstream's and task's constructor defaults as the configs
+    ``upstream_defaults/<name>`` and ``downstream_defaults/<name>``, which their recipes
+    (recipes/upstream/<name>.yaml, recipes/downstream/<name>.yaml) put first in their
+    defaults list: a recipe holds only what differs from the class, yet every option shows
+    in the composed config (``--cfg job``) and takes a plain ``upstream.KEY=VALUE`` override."""
+    from hydra.core.config_store import ConfigStore
+
+    from downstream.base import TASKS
+    from speechssl.upstream.base import UPSTREAMS
+
+    store = ConfigStore.instance()
+    for group, registry in (("upstream_defaults", UPSTREAMS), ("downstream_defaults", TASKS)):
+        for name in registry.names():
+            store.store(group=group, name=name,
+                        node={"name": name, **class_defaults(registry.get(name))})
+
+
+# before any composition, in every process that imports the config module (the CLI, tests,
+# benchmarks)
+store_class_defaults()
 
 
 def _first_of_sweeps(overrides: list[str]) -> list[str]:
@@ -66,27 +104,29 @@ def check_overrides(overrides: list[str]) -> None:
 
 def check_values(cfg: DictConfig) -> None:
     """Values that no schema catches: mode, task/upstream options, device."""
+    from speechssl.modes import MODES
+
     if cfg.mode not in MODES:
-        raise ConfigError(f"mode={cfg.mode!r}; valid modes: {', '.join(MODES)}")
+        raise ConfigError(f"mode={cfg.mode!r}; valid modes: {', '.join(MODES.names())}")
     if OmegaConf.is_missing(cfg.upstream, "name"):
         raise ConfigError("upstream.name is not set: name your class as "
                           "upstream=module.path:ClassName (docs/plug-in.md)")
-    from speechssl.pretrain import build_from_config
+    from downstream.base import task_from_config
     from speechssl.runtime import check_precision, precision_of, resolve_device
-    from speechssl.train import task_from_config
+    from speechssl.upstream.base import check_upstream
+    from speechssl.upstream.load import upstream_options
 
     task = task_from_config(cfg.downstream)
     n = cfg.downstream.get("train_items")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ConfigError(f"downstream.train_items must be null (every training item) or an "
                           f"integer >= 1, got {n!r}")
-    upstream = build_from_config(cfg.upstream)
+    # the upstream's class and options, checked without building it (no weights are read)
+    upstream = check_upstream(cfg.upstream.name, **upstream_options(cfg.upstream))
     check_tuning_config(cfg, task, upstream)
     resolve_device(cfg.device)
     check_precision(precision_of(cfg))
     check_suite_config(cfg)
-    from speechssl.cache import check_cache_config
-
     check_cache_config(cfg)
     if cfg.corpus.name == "synth":
         from speechssl.data.synth import SIZES
@@ -95,9 +135,9 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"corpus.size={cfg.corpus.size!r}; valid sizes: {', '.join(SIZES)}")
 
 
-def check_tuning_config(cfg: DictConfig, task, upstream) -> None:
+def check_tuning_config(cfg: DictConfig, task, upstream: type) -> None:
     """`tuning` (recipes/tuning/NAME.yaml): a known mode with valid options, that the
-    upstream can host; mode=compare fine-tunes and trains from scratch."""
+    upstream class declares it can host; mode=compare fine-tunes and trains from scratch."""
     from speechssl import tuning
 
     tuning.check_tuning(cfg.get("tuning"))
@@ -115,7 +155,22 @@ def check_suite_config(cfg: DictConfig) -> None:
     """`suite` (recipes/suite/NAME.yaml): task list and SUPERB reference points."""
     if cfg.get("suite") is None:
         raise ConfigError("suite is not set: name a suite (suite=superb) in recipes/suite/")
-    from speechssl.leaderboard import check_suite
+    from speechssl.score import check_suite
 
     suite = OmegaConf.to_container(cfg.suite, resolve=True)
     check_suite(suite, where=f"suite={suite.get('name') if isinstance(suite, dict) else suite}")
+
+
+def check_cache_config(cfg) -> None:
+    """ConfigError naming the key for a bad ``cache``, ``cache_dir`` or ``cache_budget_gb``."""
+    on = cfg.get("cache", True)
+    if not isinstance(on, bool):
+        raise ConfigError(f"cache={on!r}: must be true or false")
+    where = cfg.get("cache_dir")
+    if where is not None and (not isinstance(where, str) or not where.strip()):
+        raise ConfigError(f"cache_dir={where!r}: must be a directory path")
+    budget = cfg.get("cache_budget_gb", 20)
+    if (isinstance(budget, bool) or not isinstance(budget, int | float)
+            or not math.isfinite(budget) or budget < 0):
+        raise ConfigError(f"cache_budget_gb={budget!r}: must be a number of GB >= 0 "
+                          f"(0 = never cache; cache=false also turns the cache off)")

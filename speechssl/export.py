@@ -53,7 +53,7 @@ def export_upstream(cfg: DictConfig) -> Path:
     """``mode=export``: the weights a downstream cell would use for ``cfg.upstream``
     (its checkpoint, pre-training run, or a new pre-training run) written as above."""
     from speechssl.data.corpus import load_corpus
-    from speechssl.pretrain import load_upstream, upstream_options
+    from speechssl.upstream.load import load_upstream, upstream_options
 
     corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
     model, info = load_upstream(cfg, corpus, torch.device("cpu"))

@@ -1,5 +1,5 @@
-"""The leaderboard report: markdown, CSV, PNG plots and one self-contained HTML page
-(images as base64 data URIs) from the result store. SUPERB protocol: Yang et al., 2021."""
+"""The leaderboard report: the markdown table, CSV, PNG plots and one self-contained HTML
+page (images as base64 data URIs) from the result store. SUPERB protocol: Yang et al., 2021."""
 
 from __future__ import annotations
 
@@ -12,20 +12,90 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechssl import plots
-from speechssl.leaderboard import (
-    CellResult,
-    Scores,
-    aggregate,
-    markdown_table,
-    superb_scores,
-    table_notes,
-    table_rows,
-)
+from speechssl.score import CellResult, Scores, aggregate, load_suite, reference_for, superb_scores
+from speechssl.store import rows
 
 CELL_FIELDS = ["corpus", "upstream", "task", "metric", "higher_is_better", "test_mean",
                "test_std", "n_seeds", "n_folds", "n_variants", "dev_mean", "choice",
                "task_score", "metrics_json"]
 SCORE_FIELDS = ["corpus", "upstream", "superb_score", "n_tasks", "suite_tasks"]
+
+
+# ---------------------------------------------------------------- the markdown table
+
+
+def format_value(c: CellResult) -> str:
+    """'75.00', '75.00 ± 1.20 (3 seeds)', with the winning variant when several ran:
+    '70.00 (best on dev: optim.lr=0.001)'."""
+    text = f"{c.test:.2f}"
+    if c.n_seeds > 1:
+        text += f" ± {c.test_std:.2f} ({c.n_seeds} seeds)"
+    if c.n_folds > 1:
+        text += f" [{c.n_folds} folds]"
+    if c.choice:
+        on = "best on dev" if c.selected_on == "dev" else "best on test, no dev score"
+        text += f" ({on}: {c.choice})"
+    return text
+
+
+def format_score(scores: Scores, upstream: str) -> str:
+    if upstream not in scores.upstream:
+        return "n/a"
+    n, total = scores.n_tasks[upstream], len(scores.suite_tasks)
+    return f"{scores.upstream[upstream]:.0f}" + ("" if n == total else f" ({n}/{total} tasks)")
+
+
+def table_rows(cells: list[CellResult], scores: Scores, corpus: str):
+    """(header, rows) of the upstream x task table of one corpus, as strings."""
+    mine = [c for c in cells if c.corpus == corpus]
+    tasks = sorted({c.task for c in mine})
+    by = {(c.upstream, c.task): c for c in mine}
+    metric = {t: next(c.metric for c in mine if c.task == t) for t in tasks}
+    header = ["upstream", *(f"{t} ({metric[t]})" for t in tasks), "SUPERB score"]
+    body = []
+    for u in sorted({c.upstream for c in mine}):
+        vals = [format_value(by[(u, t)]) if (u, t) in by else "" for t in tasks]
+        body.append([u, *vals, format_score(scores, u)])
+    return header, body
+
+
+def table_notes(cells: list[CellResult], scores: Scores, suite: dict, corpus: str) -> list[str]:
+    mine = [c for c in cells if c.corpus == corpus]
+    direction = {c.task: ("higher" if c.higher_is_better else "lower") for c in mine}
+    notes = ["test values; " + ", ".join(f"{t}: {d} is better" for t, d in sorted(direction.items()))]
+    ref = reference_for(suite, corpus)
+    if ref is not None:
+        notes.append(f"SUPERB score (suite {suite.get('name')}): 1000 x (v - baseline) / "
+                     f"(topline - baseline), averaged within a task, then over the "
+                     f"{len(suite['tasks'])} suite tasks; reference points: "
+                     f"{ref.get('provenance', ref['corpus'])}")
+    return notes + scores.notes
+
+
+def markdown_table(records: list[dict], corpus: str | None = None,
+                   suite: dict | None = None) -> str:
+    """Upstream x task table per corpus (markdown): the dev-selected test value of each cell,
+    mean ± std over seeds, and the SUPERB score column, with notes below."""
+    suite = suite if suite is not None else load_suite("superb")
+    cells = aggregate([r for r in records if corpus is None or r["corpus"] == corpus])
+    if not cells:
+        return "(no results yet)"
+    corpora = sorted({c.corpus for c in cells})
+    parts = []
+    for name in corpora:
+        scores = superb_scores(cells, suite, name)
+        header, body = table_rows(cells, scores, name)
+        lines = [] if len(corpora) == 1 else [f"### corpus {name}", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|---|" + "---|" * (len(header) - 1))
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        lines.append("")
+        lines += [f"- {n}" for n in table_notes(cells, scores, suite, name)]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------- CSV, plots, HTML
 
 
 @dataclass
@@ -199,8 +269,6 @@ def report_from_config(cfg) -> dict[str, Path] | None:
     """mode=leaderboard: read `cfg.leaderboard`, score with `cfg.suite`, write the report
     into `cfg.report_dir` and print the markdown table and the paths written."""
     from omegaconf import OmegaConf
-
-    from speechssl.leaderboard import rows
 
     records = rows(cfg.leaderboard)
     if not records:

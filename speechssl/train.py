@@ -1,11 +1,12 @@
 """The downstream loop: the layers of each batch -> featurizer + probe, model selection on
 dev, one evaluation on test, one row in the leaderboard. Readable top to bottom.
 
-Where the layers of a batch come from is one small object: ``CachedLayers`` (frozen
-features extracted once, speechssl/cache.py) or ``LiveLayers`` (the upstream runs on every
-batch: ``cache=false`` or over budget, frozen and without gradients, the s3prl way; or a
-tuned upstream, ``tuning=full|scratch|adapter|lora|prefix|prompt``, speechssl/tuning.py,
-whose trained parameters join the probe's). Under torchrun the trained module runs under
+The step loop is speechssl/loop.py's. Where the layers of a batch come from is one small
+object (speechssl/features.py): ``CachedLayers`` (frozen features extracted once,
+speechssl/cache.py) or ``LiveLayers`` (the upstream runs on every batch: ``cache=false`` or
+over budget, frozen and without gradients, the s3prl way; or a tuned upstream,
+``tuning=full|scratch|adapter|lora|prefix|prompt``, speechssl/tuning.py, whose trained
+parameters join the probe's). Under torchrun the trained module runs under
 DistributedDataParallel; rank 0 alone evaluates, checkpoints and records
 (docs/distributed.md, docs/tuning.md)."""
 
@@ -19,31 +20,24 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from downstream.base import Task, build_task
+from downstream.base import Task, task_from_config
 from speechssl import distributed as dist
-from speechssl import leaderboard, tuning
+from speechssl import loop, store, tuning
 from speechssl.atomic import atomic_write_text
-from speechssl.cache import check_modality, collate_features, split_features
-from speechssl.checkpoint import (
-    load_training_state,
-    load_weights,
-    save_training_state,
-    save_weights,
-)
-from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
+from speechssl.checkpoint import load_weights, save_training_state, save_weights
+from speechssl.data.batching import LengthBucketSampler
 from speechssl.data.corpora.common import stable_fraction
 from speechssl.data.corpus import Corpus, load_corpus
 from speechssl.errors import SpeechSSLError
+from speechssl.features import CachedLayers, LiveLayers, cached_features
 from speechssl.featurizer import Featurizer
-from speechssl.pretrain import UpstreamInfo, build_from_config, count_params, load_upstream
-from speechssl.runtime import autocast, code_version, config_hash, precision_of, resolve_device
+from speechssl.runtime import code_version, config_hash, precision_of, resolve_device
 from speechssl.upstream.base import Upstream
-
-TASK_RESERVED = ("name", "optim", "featurizer", "train_items")
+from speechssl.upstream.load import UpstreamInfo, build_from_config, count_params, load_upstream
 
 
 class ProbeModel(nn.Module):
@@ -58,79 +52,6 @@ class ProbeModel(nn.Module):
         self.upstream = nn.ParameterDict({n.replace(".", "/"): p for n, p in (tuned or {}).items()})
 
 
-class CachedLayers(nn.Module):
-    """The layers of a batch read from frozen features: one (L, T_i, D) tensor per item.
-    ``sizes``: frames per item, the unit of ``batch_frames``."""
-
-    def __init__(self, feats, device: torch.device):
-        super().__init__()
-        self.feats, self.device = feats, device
-        lengths = getattr(feats, "lengths", None)  # a disk cache knows them without reading
-        self.sizes = list(lengths) if lengths is not None else [f.shape[1] for f in feats]
-
-    def dims(self) -> tuple[int, int]:
-        """(number of layers L, feature size D)."""
-        L, _, D = self.feats[0].shape
-        return L, D
-
-    def forward(self, idx: list[int]) -> tuple[Tensor, Tensor]:
-        """Item indices (B,) -> layers (L, B, T, D) float32, lengths (B,)."""
-        return collate_features(self.feats, idx, self.device)
-
-
-class LiveLayers(nn.Module):
-    """The layers of a batch computed by the upstream on the spot. Frozen: eval mode, no
-    gradients, rounded to fp16 as the cache stores them (cache=false changes memory and
-    time, not results). Tuned (``trainable``): gradients flow, and ``train()`` puts the
-    upstream in train mode (speechssl.tuning.set_train_mode).
-
-    ``sizes`` per item: tokens (text; each item gets ``item["_tokens"]``, as in feature
-    extraction) or frames estimated from the duration (audio), the unit of ``batch_frames``."""
-
-    def __init__(self, upstream: Upstream, items: list[dict], device: torch.device,
-                 trainable: bool):
-        super().__init__()
-        check_modality(upstream, items)
-        self.upstream, self.device, self.trainable = upstream, device, trainable
-        self.text = getattr(upstream, "modality", "audio") == "text"
-        if self.text:
-            self.encoded = [upstream.encode(it) for it in items]
-            for it, enc in zip(items, self.encoded, strict=True):
-                it["_tokens"] = enc
-            self.sizes = [len(e.ids) for e in self.encoded]
-        else:
-            self.audio = AudioDataset(items, sample_rate=upstream.sample_rate)
-            self.sizes = [it["duration"] * upstream.sample_rate / upstream.downsample_rate
-                          for it in items]
-        self.train(False)
-
-    def train(self, mode: bool = True) -> LiveLayers:
-        self.training = mode
-        tuning.set_train_mode(self.upstream, mode and self.trainable)
-        return self
-
-    def dims(self) -> tuple[int, int]:
-        d = self.upstream.describe()
-        return d["num_layers"], d["hidden_size"]
-
-    def forward(self, idx: list[int]) -> tuple[Tensor, Tensor]:
-        """Item indices (B,) -> layers (L, B, T, D) float32, lengths (B,)."""
-        if self.text:
-            from speechssl.text.data import pad_ids
-
-            x, lengths = pad_ids([torch.tensor(self.encoded[i].ids) for i in idx],
-                                 self.upstream.pad_id)
-        else:
-            batch = collate_audio([self.audio[i] for i in idx])
-            x, lengths = batch["audio"], batch["lengths"]
-        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            out = self.upstream(x.to(self.device), lengths.to(self.device))
-            layers = torch.stack(out.hidden_states, dim=0)
-        if not self.trainable:
-            layers = layers.to(torch.float16).float()
-        return layers, out.lengths
-
-
 class ProbeLoss(nn.Module):
     """``forward`` is the task's loss on a batch, from item indices to the scalar: the layers
     come from ``source`` (a tuned upstream runs in here). DistributedDataParallel syncs the
@@ -140,15 +61,9 @@ class ProbeLoss(nn.Module):
         super().__init__()
         self.model, self.task, self.source = model, task, source
 
-    def forward(self, idx: list[int], batch: dict) -> torch.Tensor:
-        layers, lengths = self.source(idx)  # (L, B, T, D), (B,)
+    def forward(self, inputs, batch: dict) -> torch.Tensor:
+        layers, lengths = self.source(inputs)  # (L, B, T, D), (B,)
         return self.task.loss(self.model.head, self.model.featurizer(layers), lengths, batch)
-
-
-def task_from_config(cfg_down: DictConfig) -> Task:
-    opts = {k: v for k, v in OmegaConf.to_container(cfg_down, resolve=True).items()
-            if k not in TASK_RESERVED}
-    return build_task(cfg_down.name, **opts)
 
 
 def better(a: float, b: float | None, higher_is_better: bool) -> bool:
@@ -167,8 +82,9 @@ def predict_split(model: ProbeModel | None, task: Task, source: CachedLayers | L
     if model is None and isinstance(source, CachedLayers):
         return source.feats
     preds: list = [None] * len(items)
-    for idx in LengthBucketSampler(source.sizes, batch_frames, shuffle=False):
-        layers, lengths = source(idx)
+    for idx, inputs in source.batches(list(LengthBucketSampler(source.sizes, batch_frames,
+                                                               shuffle=False))):
+        layers, lengths = source(inputs)
         if model is None:
             for b, i in enumerate(idx):
                 preds[i] = layers[:, b, : int(lengths[b])].to("cpu", torch.float16)
@@ -265,13 +181,19 @@ def layer_sources(cfg: DictConfig, cell: Cell,
     trainable = bool(cell.tuned)
     sources: dict[str, CachedLayers | LiveLayers] = {}
     for s, items in splits.items():
-        feats = None if trainable else split_features(
-            cell.upstream, items, cell.device, key=feature_key(cfg, cell, s), cfg=cfg,
-            progress=cfg.progress and dist.is_main(), desc=f"{cfg.upstream.name} features ({s})")
+        feats = None
+        if cfg.cache and not trainable:
+            feats = cached_features(
+                cell.upstream, items, cell.device, key=feature_key(cfg, cell, s),
+                root=cfg.cache_dir, budget_gb=float(cfg.cache_budget_gb),
+                batch_seconds=float(cfg.downstream.optim.extract_batch_seconds),
+                num_workers=int(cfg.num_workers or 0), progress=cfg.progress and dist.is_main(),
+                desc=f"{cfg.upstream.name} features ({s})")
         if feats is not None:
             sources[s] = CachedLayers(feats, cell.device)
         else:
-            sources[s] = LiveLayers(cell.upstream, items, cell.device, trainable)
+            sources[s] = LiveLayers(cell.upstream, items, cell.device, trainable,
+                                    num_workers=int(cfg.num_workers or 0))
     live = [s for s, src in sources.items() if isinstance(src, LiveLayers)]
     if live and dist.is_main():
         why = f"tuning={tuning.mode_of(cfg)}" if trainable else "not cached"
@@ -316,66 +238,63 @@ def train_probe(cfg: DictConfig, cell: Cell,
         print(f"[train] tuning={tuning.mode_of(cfg)}: training {n_up:,} of {n_all:,} upstream "
               f"parameters ({100 * n_up / max(n_all, 1):.2f}%) + "
               f"{count_params(model) - n_up:,} featurizer and probe parameters")
-    fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_dev": None, "bad_evals": 0}
-    state = load_training_state(run_dir / "last", model, opt) or fresh
-    if state["step"] and main:
-        print(f"[train] resuming {run_dir} from step {state['step']}")
+    state = loop.resume(run_dir, model, opt, {"best": None, "best_dev": None, "bad_evals": 0},
+                        "train")
     dist.seed_rank(cfg.seed, state["step"])
-    step_model = dist.wrap_ddp(ProbeLoss(model, task, sources["train"]))
-    sampler = LengthBucketSampler(sources["train"].sizes, oc.batch_frames, shuffle=True,
-                                  seed=cfg.seed)
+    train = sources["train"]
+    step_model = dist.wrap_ddp(ProbeLoss(model, task, train))
+    sampler = LengthBucketSampler(train.sizes, oc.batch_frames, shuffle=True, seed=cfg.seed)
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"]) if main else None
     bar = tqdm(total=oc.max_steps, initial=state["step"], disable=not (cfg.progress and main),
                desc=f"{task.name} probe on {cfg.upstream.name}")
     train_items = splits["train"]
+
+    def load(global_batches):  # this rank's share of each global batch (item-count weighted)
+        mine = loop.shares(global_batches)
+        data = train.batches([idx for idx, _ in mine])
+        return zip(data, [weight for _, weight in mine], strict=True)
+
+    def finished() -> bool:
+        return state["step"] >= oc.max_steps or state["bad_evals"] >= oc.patience
+
     step_model.train()
-    while state["step"] < oc.max_steps and state["bad_evals"] < oc.patience:
-        sampler.set_epoch(state["epoch"])
-        for global_idx in list(sampler)[state["pos"]:]:
-            idx, weight = dist.shard_batch(global_idx, None, info.rank, info.world_size)
-            batch = {"items": [train_items[i] for i in idx]}
-            with autocast(cell.device, precision_of(cfg)):
-                loss = step_model(idx, batch)
-            opt.zero_grad(set_to_none=True)
-            if info.world_size == 1:
-                loss.backward()
-            else:  # DDP averages over ranks: R x weight_r makes it the global batch's loss
-                (loss * (info.world_size * weight)).backward()
-                loss = dist.all_reduce_sum(loss * weight)
-            nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip)
-            opt.step()
-            state["step"] += 1
-            state["pos"] += 1
-            bar.update(1)
-            loss_value = loss.item()
-            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-            if writer is not None:
-                writer.add_scalar("train/loss", loss_value, state["step"])
-            if state["step"] % oc.eval_every == 0 or state["step"] >= oc.max_steps:
-                if not main:  # rank 0 evaluates and saves; take its early-stopping state
-                    state = dist.broadcast_object(None)
-                elif "dev" in sources:
-                    dev = evaluate(model, task, "dev", sources["dev"], splits["dev"],
-                                   oc.batch_frames)
-                    for k, v in dev.items():
-                        writer.add_scalar(f"dev/{k}", v, state["step"])
-                    if better(dev[task.metric], state["best"], task.higher_is_better):
-                        state.update(best=dev[task.metric], best_dev=dev, bad_evals=0)
-                        save_weights(run_dir / "best.safetensors", model)
-                    else:
-                        state["bad_evals"] += 1
-                    bar.write(f"step {state['step']}: dev {task.metric} {dev[task.metric]:.2f} "
-                              f"(best {state['best']:.2f})")
-                else:  # no dev split (ASV): the last weights are the ones kept
+    for (idx, inputs), weight in loop.batches(sampler, state, load):
+        if finished():
+            break
+        batch = {"items": [train_items[i] for i in idx]}
+        loss, _ = loop.step(step_model, (inputs, batch), opt, state, weight=weight,
+                            device=cell.device, precision=precision_of(cfg),
+                            grad_clip=oc.grad_clip)
+        if info.world_size > 1:  # the global batch's loss, for the log
+            loss = dist.all_reduce_sum(loss * weight)
+        bar.update(1)
+        loss_value = loss.item()
+        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+        if writer is not None:
+            writer.add_scalar("train/loss", loss_value, state["step"])
+        if state["step"] % oc.eval_every == 0 or state["step"] >= oc.max_steps:
+            if not main:  # rank 0 evaluates and saves; take its early-stopping state
+                state.update(dist.broadcast_object(None))
+            elif "dev" in sources:
+                dev = evaluate(model, task, "dev", sources["dev"], splits["dev"],
+                               oc.batch_frames)
+                for k, v in dev.items():
+                    writer.add_scalar(f"dev/{k}", v, state["step"])
+                if better(dev[task.metric], state["best"], task.higher_is_better):
+                    state.update(best=dev[task.metric], best_dev=dev, bad_evals=0)
                     save_weights(run_dir / "best.safetensors", model)
-                if main:
-                    save_training_state(run_dir / "last", model, opt, state)
-                    dist.broadcast_object(state)
-                step_model.train()  # evaluation left the probe and the upstream in eval mode
-            if state["step"] >= oc.max_steps or state["bad_evals"] >= oc.patience:
-                break
-        else:
-            state["epoch"], state["pos"] = state["epoch"] + 1, 0
+                else:
+                    state["bad_evals"] += 1
+                bar.write(f"step {state['step']}: dev {task.metric} {dev[task.metric]:.2f} "
+                          f"(best {state['best']:.2f})")
+            else:  # no dev split (ASV): the last weights are the ones kept
+                save_weights(run_dir / "best.safetensors", model)
+            if main:
+                save_training_state(run_dir / "last", model, opt, state)
+                dist.broadcast_object(state)
+            step_model.train()  # evaluation left the probe and the upstream in eval mode
+        if finished():
+            break
     bar.close()
     if writer is not None:
         writer.close()
@@ -405,7 +324,7 @@ def train_cell(cfg: DictConfig) -> dict:
     if result_file.is_file() and not cfg.force:
         row = json.loads(result_file.read_text())
         print(f"[train] already done (force=true to redo): {run_dir}")
-        print(leaderboard.format_row(row))
+        print(store.format_row(row))
         return row
     if dist.is_main():
         if cfg.force and run_dir.exists():
@@ -442,9 +361,9 @@ def train_cell(cfg: DictConfig) -> dict:
         "config_yaml": OmegaConf.to_yaml(cfg, resolve=True),
         "code_version": code_version(), "run_dir": str(run_dir),
     }
-    leaderboard.record(cfg.leaderboard, row)
+    store.record(cfg.leaderboard, row)
     atomic_write_text(result_file, json.dumps(row, indent=1))
-    print(leaderboard.format_row(row))
+    print(store.format_row(row))
     dist.barrier()
     return dist.broadcast_object(row)
 

@@ -18,6 +18,9 @@ pass on a short dummy input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -25,22 +28,75 @@ from torch import nn
 from speechssl.errors import ConfigError
 from speechssl.nn.peft import Adapter, LoRA, Prefix, soft_prompt
 from speechssl.nn.transformer import TransformerEncoder
+from speechssl.registry import Registry
 
-MODES = ("frozen", "full", "scratch", "adapter", "lora", "prefix", "prompt")
-ENCODER_MODES = ("adapter", "lora", "prefix", "prompt")  # need a TransformerEncoder
-OPTIONS = {  # mode -> its hyper-parameters: (type, lower bound, bound inclusive)
-    "frozen": {},
-    "full": {"upstream_lr": (float, 0.0, False)},
-    "scratch": {"upstream_lr": (float, 0.0, False)},
-    "adapter": {"upstream_lr": (float, 0.0, False), "bottleneck": (int, 1, True),
-                "train_norms": (bool, None, None)},
-    "lora": {"upstream_lr": (float, 0.0, False), "rank": (int, 1, True),
-             "alpha": (float, 0.0, False), "dropout": (float, 0.0, True)},
-    "prefix": {"upstream_lr": (float, 0.0, False), "length": (int, 1, True),
-               "reparam_hidden": (int, 0, True), "init_std": (float, 0.0, False)},
-    "prompt": {"upstream_lr": (float, 0.0, False), "length": (int, 1, True),
-               "init_std": (float, 0.0, False)},
-}
+
+@dataclass(frozen=True)
+class TuningMode:
+    """A ``tuning=`` mode: its options (name -> (type, lower bound, bound inclusive)) and,
+    for the parameter-efficient modes, ``install(encoder, options)``, which puts the mode's
+    layers into a TransformerEncoder and returns the parameters that train."""
+
+    options: dict[str, tuple]
+    install: Callable[[TransformerEncoder, dict], list] | None = None
+
+
+TUNING = Registry("tuning")
+LR = {"upstream_lr": (float, 0.0, False)}
+TUNING.add("frozen", TuningMode({}))
+TUNING.add("full", TuningMode(LR))
+TUNING.add("scratch", TuningMode(LR))
+
+
+def _adapter(encoder: TransformerEncoder, opts: dict) -> list:
+    dim = encoder.layers[0].attn.qkv.in_features
+    trained: list = []
+    for layer in encoder.layers:
+        layer.adapter = Adapter(dim, int(opts["bottleneck"]))
+        trained.append(layer.adapter)
+        if opts["train_norms"]:
+            trained += [layer.norm1, layer.norm2]
+    if opts["train_norms"] and encoder.final_norm is not None:
+        trained.append(encoder.final_norm)
+    return trained
+
+
+def _lora(encoder: TransformerEncoder, opts: dict) -> list:
+    dim = encoder.layers[0].attn.qkv.in_features
+    trained: list = []
+    for layer in encoder.layers:
+        attn = layer.attn
+        attn.lora_qkv = LoRA(dim, attn.qkv.out_features, int(opts["rank"]),
+                             float(opts["alpha"]), float(opts["dropout"]), groups=3)
+        attn.lora_out = LoRA(dim, attn.out.out_features, int(opts["rank"]),
+                             float(opts["alpha"]), float(opts["dropout"]))
+        trained += [attn.lora_qkv, attn.lora_out]
+    return trained
+
+
+def _prefix(encoder: TransformerEncoder, opts: dict) -> list:
+    dim = encoder.layers[0].attn.qkv.in_features
+    encoder.prefix = Prefix(len(encoder.layers), dim, int(opts["length"]),
+                            int(opts["reparam_hidden"]), float(opts["init_std"]))
+    return [encoder.prefix]
+
+
+def _prompt(encoder: TransformerEncoder, opts: dict) -> list:
+    dim = encoder.layers[0].attn.qkv.in_features
+    encoder.prompt = soft_prompt(int(opts["length"]), dim, float(opts["init_std"]))
+    return [encoder.prompt]
+
+
+TUNING.add("adapter", TuningMode({**LR, "bottleneck": (int, 1, True),
+                                  "train_norms": (bool, None, None)}, _adapter))
+TUNING.add("lora", TuningMode({**LR, "rank": (int, 1, True), "alpha": (float, 0.0, False),
+                               "dropout": (float, 0.0, True)}, _lora))
+TUNING.add("prefix", TuningMode({**LR, "length": (int, 1, True), "reparam_hidden": (int, 0, True),
+                                 "init_std": (float, 0.0, False)}, _prefix))
+TUNING.add("prompt", TuningMode({**LR, "length": (int, 1, True),
+                                 "init_std": (float, 0.0, False)}, _prompt))
+# the modes that need a TransformerEncoder
+ENCODER_MODES = tuple(n for n in TUNING.names() if TUNING.get(n).install is not None)
 
 
 def mode_of(cfg: DictConfig) -> str:
@@ -58,9 +114,9 @@ def check_tuning(tc: DictConfig | None) -> None:
     if tc is None:
         return
     name = tc.get("name")
-    if name not in MODES:
-        raise ConfigError(f"tuning={name!r}; valid modes: {', '.join(MODES)}")
-    spec = OPTIONS[name]
+    if name not in TUNING:
+        raise ConfigError(f"tuning={name!r}; valid modes: {', '.join(TUNING.names())}")
+    spec = TUNING.get(name).options
     for key, value in options(tc).items():
         if key not in spec:
             raise ConfigError(f"tuning={name} has no option {key!r}; valid options: "
@@ -94,13 +150,17 @@ def supported_modes(upstream: nn.Module) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_supported(upstream: nn.Module, name: str, mode: str) -> None:
-    supported = supported_modes(upstream)
+def check_supported(upstream: nn.Module | type, name: str, mode: str) -> None:
+    """ConfigError unless ``upstream`` can host ``mode``: a built upstream by its structure
+    (:func:`supported_modes`), an upstream class by its declared ``tuning_modes`` (config
+    validation builds no model)."""
+    cls = upstream if isinstance(upstream, type) else type(upstream)
+    supported = cls.tuning_modes if isinstance(upstream, type) else supported_modes(upstream)
     if mode in supported:
         return
     if mode in ENCODER_MODES:
         why = "it has no speechssl TransformerEncoder to put them in"
-        if type(upstream).__name__ == "HFUpstream":
+        if cls.__name__ == "HFUpstream":
             why = "transformers models are tuned frozen or full here: docs/tuning.md"
     elif mode == "scratch" and "full" in supported:
         why = "its weights come from its own checkpoint files, not from an architecture we build"
@@ -154,33 +214,8 @@ def forward_path(upstream: nn.Module) -> tuple[list[TransformerEncoder], set[str
 def install(encoder: TransformerEncoder, mode: str, opts: dict) -> list[nn.Parameter]:
     """Put ``mode``'s layers into ``encoder`` (speechssl/nn/peft.py); returns the parameters
     that train: the new layers' (plus the layer norms for adapters with train_norms)."""
-    first = encoder.layers[0]
-    dim = first.attn.qkv.in_features
-    device = first.attn.qkv.weight.device
-    trained: list[nn.Module | nn.Parameter] = []
-    if mode == "adapter":
-        for layer in encoder.layers:
-            layer.adapter = Adapter(dim, int(opts["bottleneck"]))
-            trained.append(layer.adapter)
-            if opts["train_norms"]:
-                trained += [layer.norm1, layer.norm2]
-        if opts["train_norms"] and encoder.final_norm is not None:
-            trained.append(encoder.final_norm)
-    elif mode == "lora":
-        for layer in encoder.layers:
-            attn = layer.attn
-            attn.lora_qkv = LoRA(dim, attn.qkv.out_features, int(opts["rank"]),
-                                 float(opts["alpha"]), float(opts["dropout"]), groups=3)
-            attn.lora_out = LoRA(dim, attn.out.out_features, int(opts["rank"]),
-                                 float(opts["alpha"]), float(opts["dropout"]))
-            trained += [attn.lora_qkv, attn.lora_out]
-    elif mode == "prefix":
-        encoder.prefix = Prefix(len(encoder.layers), dim, int(opts["length"]),
-                                int(opts["reparam_hidden"]), float(opts["init_std"]))
-        trained.append(encoder.prefix)
-    elif mode == "prompt":
-        encoder.prompt = soft_prompt(int(opts["length"]), dim, float(opts["init_std"]))
-        trained.append(encoder.prompt)
+    device = encoder.layers[0].attn.qkv.weight.device
+    trained = TUNING.get(mode).install(encoder, opts)
     encoder.to(device)  # in place: the encoder's own parameters are there already
     params = []
     for t in trained:

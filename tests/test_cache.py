@@ -1,4 +1,4 @@
-"""The frozen-feature cache (speechssl/cache.py, docs/cache.md): reuse without the upstream,
+"""The frozen-feature cache (speechssl/cache/, docs/cache.md): reuse without the upstream,
 per-layer reads, keys, staleness and corruption, resume after an interruption, the budget,
 text tokens, torchrun ranks, and two run.py cells sharing one cache."""
 
@@ -17,14 +17,10 @@ import torch
 from omegaconf import OmegaConf
 
 from speechssl import cache
-from speechssl.cache import (
-    CachedFeatures,
-    collate_features,
-    extract_features,
-    split_features,
-)
+from speechssl.cache import CachedFeatures, build
 from speechssl.data.audio import save_audio
 from speechssl.errors import ConfigError
+from speechssl.features import cached_features, collate_features, extract_features
 from speechssl.upstream.base import Upstream, UpstreamOutput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +97,10 @@ def make_cfg(tmp_path, **over):
 
 
 def feats_of(upstream, items, cfg, key=KEY, **kw):
-    return split_features(upstream, items, CPU, key=key, cfg=cfg, progress=False, **kw)
+    return cached_features(upstream, items, CPU, key=key, root=cfg.cache_dir,
+                           budget_gb=cfg.cache_budget_gb,
+                           batch_seconds=cfg.downstream.optim.extract_batch_seconds,
+                           num_workers=cfg.num_workers, progress=False, **kw)
 
 
 def the_dir(cfg) -> Path:
@@ -248,10 +247,10 @@ def test_flipped_bytes_fail_the_checksum(items, tmp_path, in_ram):
 def test_interrupted_extraction_resumes(items, tmp_path, monkeypatch, capsys, killed):
     """An exception after 2 batches (``killed``: a kill, which leaves no chance to commit
     at the exception, plus bytes written after the last commit) resumes with the rest."""
-    monkeypatch.setattr(cache, "COMMIT_BYTES", 0)  # commit after every batch
+    monkeypatch.setattr(build, "COMMIT_BYTES", 0)  # commit after every batch
     cfg = make_cfg(tmp_path)
     if killed:
-        monkeypatch.setattr(cache._Writer, "abort", lambda self: self.close())
+        monkeypatch.setattr(build._Writer, "abort", lambda self: self.close())
     up = FakeUpstream(fail_on=3)
     with pytest.raises(RuntimeError, match="interrupted"):
         feats_of(up, items, cfg)
@@ -281,17 +280,17 @@ def test_interrupted_extraction_resumes(items, tmp_path, monkeypatch, capsys, ki
 
 def test_killed_before_the_manifest_resumes_with_nothing_to_run(items, tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path)
-    finish = cache._Writer.finish
+    finish = build._Writer.finish
 
     def killed(self, seconds):
         self.commit()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache._Writer, "finish", killed)
+    monkeypatch.setattr(build._Writer, "finish", killed)
     with pytest.raises(KeyboardInterrupt):
         feats_of(FakeUpstream(), items, cfg)
     assert not (the_dir(cfg) / "manifest.json").exists()
-    monkeypatch.setattr(cache._Writer, "finish", finish)
+    monkeypatch.setattr(build._Writer, "finish", finish)
     up = FakeUpstream()
     feats = feats_of(up, items, cfg)
     assert up.calls == 0
@@ -299,7 +298,7 @@ def test_killed_before_the_manifest_resumes_with_nothing_to_run(items, tmp_path,
                                         progress=False))
 
 
-def test_over_budget_and_cache_false_return_none(items, tmp_path, capsys):
+def test_over_budget_returns_none(items, tmp_path, capsys):
     cfg = make_cfg(tmp_path, cache_budget_gb=1e-9)
     up = FakeUpstream()
     assert feats_of(up, items, cfg) is None
@@ -307,9 +306,6 @@ def test_over_budget_and_cache_false_return_none(items, tmp_path, capsys):
     assert len(out) == 1 and "exceed cache_budget_gb=1e-09" in out[0] and "on the fly" in out[0]
     assert up.calls == 1  # one (shortest) batch tells the layer count and size
     assert not any(d.is_dir() for d in Path(cfg.cache_dir).iterdir())  # nothing written
-    off = FakeUpstream()
-    assert feats_of(off, items, make_cfg(tmp_path, cache=False)) is None
-    assert off.calls == 0
 
 
 def test_text_items_get_tokens_on_a_hit(tmp_path):

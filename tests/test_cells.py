@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from speechssl import leaderboard
+from speechssl import store
 from speechssl.errors import AudioError
 from speechssl.train import train_cell
 
@@ -30,7 +30,7 @@ def test_fbank_cell(make_cfg, task, metric, bound):
     row = train_cell(cfg)
     assert row["metric"] == metric
     assert bound(row["test_value"]), row["test_value"]
-    stored = leaderboard.rows(cfg.leaderboard)
+    stored = store.rows(cfg.leaderboard)
     assert [(r["upstream"], r["task"]) for r in stored] == [("fbank", task)]
     assert stored[0]["test_value"] == pytest.approx(row["test_value"])
     assert json.loads(stored[0]["layer_weights"]) == [1.0]
@@ -61,7 +61,7 @@ def test_run_py_end_to_end(data_dir, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "test accuracy" in out.stdout and "| upstream | ks (accuracy) |" in out.stdout
-    assert len(leaderboard.rows(tmp_path / "leaderboard.sqlite")) == 1
+    assert len(store.rows(tmp_path / "leaderboard.sqlite")) == 1
 
 
 def test_corrupt_audio_is_named(make_cfg, data_dir, tmp_path):
@@ -105,7 +105,7 @@ def test_interrupted_cell_resumes_to_the_same_result(make_cfg, tmp_path, monkeyp
     cfg = make_cfg(*args, f"out_dir={tmp_path / 'b'}")
     with pytest.raises(KeyboardInterrupt):
         train_cell(cfg)
-    assert leaderboard.rows(cfg.leaderboard) == []  # an interrupted run records nothing
+    assert store.rows(cfg.leaderboard) == []  # an interrupted run records nothing
     monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
     resumed = train_cell(cfg)
     assert "resuming" in capsys.readouterr().out

@@ -514,7 +514,7 @@ def test_unknown_corpus_names_choices(tmp_path):
 
 
 def test_ks_cell_on_speech_commands(tmp_path):
-    from speechssl import leaderboard
+    from speechssl import store
     from speechssl.train import train_cell
 
     root = speech_commands_tree(tmp_path / "speech_commands_v0.01")
@@ -528,5 +528,5 @@ def test_ks_cell_on_speech_commands(tmp_path):
     assert row["corpus"] == "speech_commands" and row["task"] == "ks"
     assert 0.0 <= row["test_value"] <= 100.0
     assert Path(row["run_dir"]).parts[-2] == "speech_commands"
-    stored = leaderboard.rows(cfg.leaderboard)
+    stored = store.rows(cfg.leaderboard)
     assert [(r["corpus"], r["task"]) for r in stored] == [("speech_commands", "ks")]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import torch
 
+from downstream.base import task_from_config
 from downstream.ctc import greedy_decode
-from speechssl.cache import collate_features, extract_features
+from speechssl.features import collate_features, extract_features
 from speechssl.featurizer import Featurizer
 from speechssl.metrics import cer
-from speechssl.train import ProbeModel, task_from_config
+from speechssl.train import ProbeModel
 from speechssl.upstream import build_upstream
 
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from speechssl import distributed as dist
 from speechssl.errors import ConfigError
-from speechssl.pretrain import pretrain, pretrain_dir
+from speechssl.pretrain import pretrain
+from speechssl.upstream.load import pretrain_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).with_name("torchrun")

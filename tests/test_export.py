@@ -16,8 +16,8 @@ from safetensors import safe_open
 from speechssl.checkpoint import save_weights
 from speechssl.errors import SpeechSSLError
 from speechssl.export import export_upstream, load_exported
-from speechssl.pretrain import load_upstream
 from speechssl.upstream import build_upstream
+from speechssl.upstream.load import load_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIR = ROOT / "examples" / "my_upstream"

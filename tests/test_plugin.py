@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from speechssl import leaderboard
+from speechssl import store
 from speechssl.config import RECIPES
 from speechssl.errors import ConfigError, SpeechSSLError
-from speechssl.pretrain import build_from_config
 from speechssl.upstream import build_upstream, registered_upstreams, upstream_class
+from speechssl.upstream.load import build_from_config
 from speechssl.upstream.plugin import rewrite_overrides
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "my_upstream"
@@ -118,5 +118,5 @@ def test_example_plugin_gets_a_leaderboard_row(make_cfg, example, capsys):
     assert "pre-training it now" in capsys.readouterr().out
     assert row["upstream"] == example and 0.0 <= row["test_value"] <= 100.0
     assert len(json.loads(row["layer_weights"])) == 3  # projection + 2 convolutions
-    stored = leaderboard.rows(cfg.leaderboard)
+    stored = store.rows(cfg.leaderboard)
     assert [(r["upstream"], r["task"]) for r in stored] == [(example, "ks")]

@@ -208,7 +208,8 @@ def _small(name: str) -> list[str]:
 def test_pretrain_hooks_and_exact_resume(name, make_cfg, tiny_corpus, tmp_path, capsys):
     """pretrain.py calls prepare (HuBERT's k-means, cached in the run) and after_step
     (data2vec's EMA); an interrupted run resumes to the same weights, teacher included."""
-    from speechssl.pretrain import pretrain, pretrain_dir
+    from speechssl.pretrain import pretrain
+    from speechssl.upstream.load import pretrain_dir
 
     full = make_cfg(*_small(name), "upstream.pretrain.steps=3", f"out_dir={tmp_path / 'a'}")
     w_full = load_file(pretrain(full, tiny_corpus, torch.device("cpu")))

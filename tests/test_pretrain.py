@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from speechssl.data.corpus import Corpus
-from speechssl.pretrain import pretrain, pretrain_dir
+from speechssl.pretrain import pretrain
+from speechssl.upstream.load import pretrain_dir
 
 SMALL = ["upstream=apc", "upstream.hidden_size=32", "upstream.pretrain.batch_seconds=20",
          "upstream.pretrain.save_every=2", "upstream.pretrain.log_every=1"]
@@ -50,8 +51,8 @@ def test_run_directory_is_keyed_by_the_recipe_not_the_budget(make_cfg, tiny_corp
 def test_a_run_named_by_the_architecture_alone_is_still_found(make_cfg, tiny_corpus: Corpus, tmp_path):
     from omegaconf import OmegaConf
 
-    from speechssl.pretrain import upstream_options
     from speechssl.runtime import config_hash
+    from speechssl.upstream.load import upstream_options
 
     cfg = make_cfg(*SMALL, "upstream.pretrain.steps=2", f"out_dir={tmp_path}")
     legacy = (tmp_path / "pretrain" / "apc" / tiny_corpus.name
@@ -70,7 +71,7 @@ def test_a_cell_asking_for_more_steps_pre_trains_on_and_fewer_is_an_error(
 
     from speechssl.checkpoint import read_metadata
     from speechssl.errors import ConfigError
-    from speechssl.pretrain import load_upstream
+    from speechssl.upstream.load import load_upstream
 
     cpu = torch.device("cpu")
     short = make_cfg(*SMALL, "upstream.pretrain.steps=2", f"out_dir={tmp_path}")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from speechssl import leaderboard, plots, report
+from speechssl import plots, report, score
 from speechssl.errors import ConfigError
 
-SUITE = leaderboard.load_suite("superb")
+SUITE = score.load_suite("superb")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -52,42 +52,42 @@ def test_dev_best_lr_wins_and_its_test_value_is_reported():
     rows = [run("apc", "ks", test=80.0, dev=60.0, lr=1e-2),   # best test, worse dev
             run("apc", "ks", test=70.0, dev=65.0, lr=1e-3),   # best dev: this one wins
             run("apc", "ks", test=50.0, dev=40.0, lr=1e-4)]
-    c = cell(leaderboard.aggregate(rows), "apc", "ks")
+    c = cell(score.aggregate(rows), "apc", "ks")
     assert (c.test, c.dev, c.n_variants) == (70.0, 65.0, 3)
     assert c.choice == "optim.lr=0.001"
-    assert "70.00 (best on dev: optim.lr=0.001)" in leaderboard.markdown_table(rows, suite=SUITE)
+    assert "70.00 (best on dev: optim.lr=0.001)" in report.markdown_table(rows, suite=SUITE)
 
 
 def test_lower_is_better_selects_the_lowest_dev():
     rows = [run("apc", "pr", test=30.0, dev=35.0, metric="per", hib=False, lr=1e-2),
             run("apc", "pr", test=40.0, dev=20.0, metric="per", hib=False, lr=1e-3)]
-    assert cell(leaderboard.aggregate(rows), "apc", "pr").test == 40.0
+    assert cell(score.aggregate(rows), "apc", "pr").test == 40.0
 
 
 def test_without_dev_the_test_value_selects_and_the_table_says_so():
     rows = [run("apc", "qbe", 5.0, metric="mtwv", lr=1e-2), run("apc", "qbe", 7.0, metric="mtwv")]
     for r in rows:
         r["dev_value"], r["metrics_json"] = None, json.dumps({"test": {"mtwv": r["test_value"]}})
-    c = cell(leaderboard.aggregate(rows), "apc", "qbe")
+    c = cell(score.aggregate(rows), "apc", "qbe")
     assert c.test == 7.0 and c.dev is None and c.selected_on == "test"
-    assert leaderboard.format_value(c) == "7.00 (best on test, no dev score: optim.lr=0.001)"
+    assert report.format_value(c) == "7.00 (best on test, no dev score: optim.lr=0.001)"
 
 
 def test_mean_and_sample_std_over_seeds():
     values = [61.0, 64.0, 70.0]
     rows = [run("apc", "ks", v, seed=s) for s, v in enumerate(values)]
-    c = cell(leaderboard.aggregate(rows), "apc", "ks")
+    c = cell(score.aggregate(rows), "apc", "ks")
     assert c.n_seeds == 3 and c.n_variants == 1
     assert c.test == pytest.approx(statistics.mean(values))
     assert c.test_std == pytest.approx(statistics.stdev(values))  # (n - 1) denominator
-    assert leaderboard.format_value(c) == "65.00 ± 4.58 (3 seeds)"
+    assert report.format_value(c) == "65.00 ± 4.58 (3 seeds)"
 
 
 def test_er_folds_are_averaged_into_one_cell_per_seed():
     rows = [run("apc", "er", v, fold=f, seed=s)
             for s, fold_values in enumerate([[50.0, 60.0, 70.0], [40.0, 50.0, 60.0]])
             for f, v in enumerate(fold_values, start=1)]
-    c = cell(leaderboard.aggregate(rows), "apc", "er")
+    c = cell(score.aggregate(rows), "apc", "er")
     # seed 0: mean 60, seed 1: mean 50 -> 55 ± stdev(60, 50)
     assert (c.n_folds, c.n_seeds, c.n_variants) == (3, 2, 1)
     assert c.test == pytest.approx(55.0) and c.test_std == pytest.approx(statistics.stdev([60, 50]))
@@ -106,30 +106,30 @@ def test_published_points_scored_by_hand():
             extra={"slot_value_cer": 45.145}),
         run("apc", "pos", 90.0, corpus=corpus),                            # no reference points
     ]
-    cells = leaderboard.aggregate(rows)
-    s = leaderboard.superb_scores(cells, SUITE, corpus)
+    cells = score.aggregate(rows)
+    s = score.superb_scores(cells, SUITE, corpus)
     assert s.task[("apc", "pr")] == pytest.approx(500.0)
     assert s.task[("apc", "ks")] == pytest.approx(250.0)
     assert s.task[("apc", "sf")] == pytest.approx(500.0)
     assert ("apc", "pos") not in s.task
     assert s.upstream["apc"] == pytest.approx((500 + 250 + 500) / 3) and s.n_tasks["apc"] == 3
     assert any("no reference points" in n and "pos" in n for n in s.notes)
-    table = leaderboard.markdown_table(rows, suite=SUITE)
+    table = report.markdown_table(rows, suite=SUITE)
     assert "| 417 (3/10 tasks) |" in table and "pos (accuracy)" in table
 
 
 def test_scale_is_linear_and_unclipped_for_both_directions():
-    assert leaderboard.scaled(96.66, 41.38, 96.66) == pytest.approx(1000.0)
-    assert leaderboard.scaled(41.38, 41.38, 96.66) == pytest.approx(0.0)
-    assert leaderboard.scaled(2.0, 10.0, 6.0) == pytest.approx(2000.0)  # lower better, past top
-    assert leaderboard.scaled(12.0, 10.0, 6.0) == pytest.approx(-500.0)
+    assert score.scaled(96.66, 41.38, 96.66) == pytest.approx(1000.0)
+    assert score.scaled(41.38, 41.38, 96.66) == pytest.approx(0.0)
+    assert score.scaled(2.0, 10.0, 6.0) == pytest.approx(2000.0)  # lower better, past top
+    assert score.scaled(12.0, 10.0, 6.0) == pytest.approx(-500.0)
 
 
 def test_synth_baseline_is_the_measured_fbank_run():
     rows = [run("fbank", "ks", 40.0), run("apc", "ks", 70.0),
             run("fbank", "pr", 80.0, metric="per", hib=False),
             run("apc", "pr", 20.0, metric="per", hib=False), run("apc", "ic", 90.0)]
-    s = leaderboard.superb_scores(leaderboard.aggregate(rows), SUITE, "synth-tiny-seed0")
+    s = score.superb_scores(score.aggregate(rows), SUITE, "synth-tiny-seed0")
     assert s.task[("apc", "ks")] == pytest.approx(1000 * 30 / 60)   # topline 100 %
     assert s.task[("apc", "pr")] == pytest.approx(1000 * 60 / 80)   # topline 0 %
     assert s.task[("fbank", "ks")] == pytest.approx(0.0)
@@ -143,7 +143,7 @@ def test_corpus_without_reference_points_is_shown_not_scored():
              "references": [{"corpus": "synth-*", "points": {
                  "ks": {"accuracy": {"baseline": "fbank", "topline": 100.0}}}}]}
     rows = [run("apc", "ks", 70.0, corpus="mycorpus")]
-    table = leaderboard.markdown_table(rows, suite=suite)
+    table = report.markdown_table(rows, suite=suite)
     assert "| apc | 70.00 | n/a |" in table and "no reference points for corpus mycorpus" in table
 
 
@@ -158,19 +158,19 @@ def test_corpus_without_reference_points_is_shown_not_scored():
 ])
 def test_bad_suite_values_are_named(bad, match):
     with pytest.raises(ConfigError, match=match):
-        leaderboard.check_suite(bad)
+        score.check_suite(bad)
 
 
 def test_unknown_suite_is_named():
     with pytest.raises(ConfigError, match="suite=nosuch"):
-        leaderboard.load_suite("nosuch")
+        score.load_suite("nosuch")
 
 
 def test_superb_yaml_has_the_published_points():
-    ref = leaderboard.reference_for(SUITE, "librispeech")
+    ref = score.reference_for(SUITE, "librispeech")
     assert ref["points"]["pr"]["per"] == {"baseline": 82.01, "topline": 3.53}
     assert ref["points"]["sf"]["slot_value_cer"] == {"baseline": 52.94, "topline": 21.76}
-    assert leaderboard.reference_for(SUITE, "synth-default-seed0")["points"]["ks"][
+    assert score.reference_for(SUITE, "synth-default-seed0")["points"]["ks"][
         "accuracy"]["baseline"] == "fbank"
     assert len(SUITE["tasks"]) == 10
 
@@ -332,6 +332,6 @@ def test_layer_weights_of_a_cell_are_averaged_over_its_runs(tmp_path):
             run("apc", "ks", 74.0, seed=1, layer_weights=[0.4, 0.3, 0.3]),
             run("apc", "pr", 30.0, metric="per", hib=False)]
     rows[2]["layer_weights"] = None  # an old row without weights: no heat-map row
-    cells = leaderboard.aggregate(rows)
+    cells = score.aggregate(rows)
     assert report.cell_layer_weights(cell(cells, "apc", "ks")) == pytest.approx([0.3, 0.4, 0.3])
     assert report.cell_layer_weights(cell(cells, "apc", "pr")) is None

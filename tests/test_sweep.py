@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from speechssl import leaderboard
+from speechssl import score, store
+from speechssl.cli import expand_suite
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from run import expand_suite  # noqa: E402
 
 BUDGET = ["downstream.optim.max_steps=6", "downstream.optim.eval_every=3", "progress=false",
           "corpus.size=tiny", "num_threads=1"]
@@ -40,7 +39,7 @@ def sweep(data_dir, tmp_path_factory):
 
 def test_multirun_fills_the_table_once(sweep):
     out_dir, proc = sweep
-    stored = leaderboard.rows(out_dir / "leaderboard.sqlite")
+    stored = store.rows(out_dir / "leaderboard.sqlite")
     assert sorted((r["upstream"], r["task"]) for r in stored) == sorted(
         (u, t) for u in UPSTREAMS for t in TASKS)
     assert proc.stdout.count("| upstream |") == 1  # each job quiet, the table once at the end
@@ -70,7 +69,7 @@ def test_suite_runs_its_tasks_and_skips_done_cells(sweep, data_dir):
     proc = run_py("suite=quick", "upstream=fbank", f"data_dir={data_dir}",
                   f"out_dir={out_dir}", *BUDGET)
     assert proc.stdout.count("already done") == 2  # fbank x ks, pr from the sweep
-    fbank = {r["task"] for r in leaderboard.rows(out_dir / "leaderboard.sqlite")
+    fbank = {r["task"] for r in store.rows(out_dir / "leaderboard.sqlite")
              if r["upstream"] == "fbank"}
     assert fbank == {"pr", "ks", "ic"}
     table = proc.stdout[proc.stdout.index("| upstream |"):]
@@ -79,7 +78,7 @@ def test_suite_runs_its_tasks_and_skips_done_cells(sweep, data_dir):
 
 def test_expand_suite_rewrites_only_a_training_suite_run():
     recipes = ROOT / "recipes"
-    have = [t for t in leaderboard.load_suite("superb")["tasks"]
+    have = [t for t in score.load_suite("superb")["tasks"]
             if (recipes / "downstream" / f"{t}.yaml").is_file()]
     assert expand_suite(["suite=superb", "upstream=fbank,apc"], recipes) == [
         "-m", "suite=superb", "upstream=fbank,apc", "downstream=" + ",".join(have)]
@@ -108,7 +107,7 @@ def test_submitit_local_launcher_runs_a_cell(data_dir, tmp_path):
     proc = run_py("-m", "hydra/launcher=local", "upstream=fbank", "downstream=ks",
                   f"data_dir={data_dir}", f"out_dir={tmp_path}", *BUDGET)
     assert "Submitit 'local' sweep" in proc.stdout + proc.stderr
-    (row,) = leaderboard.rows(tmp_path / "leaderboard.sqlite")
+    (row,) = store.rows(tmp_path / "leaderboard.sqlite")
     assert (row["upstream"], row["task"]) == ("fbank", "ks")
     assert list(tmp_path.glob("hydra/multirun-*/.submitit/*"))  # the executor's job folder
     assert (tmp_path / "leaderboard" / "index.html").is_file()

@@ -16,7 +16,7 @@ from downstream.asv import AMSoftmax, XVector, read_trials, statistics_pooling
 from downstream.base import build_task
 from downstream.qbe import dtw_distances, znorm
 from downstream.sd import activity_segments, frame_labels, pit_bce, postprocess
-from speechssl import leaderboard, metrics
+from speechssl import metrics, store
 from speechssl.errors import ConfigError, ManifestError
 from speechssl.train import train_cell
 
@@ -32,7 +32,7 @@ def test_asv_cell(make_cfg):
     assert row["task"] == "asv" and row["metric"] == "eer" and row["higher_is_better"] == 0
     assert 0.0 <= row["test_value"] <= 100.0 and 0.0 <= test["min_dcf"] <= 1.0 + 1e-9
     assert math.isnan(row["dev_value"])  # no dev trials: the last probe is tested
-    stored = leaderboard.rows(cfg.leaderboard)[0]
+    stored = store.rows(cfg.leaderboard)[0]
     assert stored["test_value"] == row["test_value"] and stored["dev_value"] is None  # NULL
     scores = (Path(row["run_dir"]) / "asv_test_scores.txt").read_text().splitlines()
     assert len(scores) == 32 and all(len(s.split()) == 4 for s in scores)

@@ -14,9 +14,9 @@ import downstream.ic
 import downstream.sid  # noqa: F401  (registers the tasks even before downstream/__init__ lists them)
 from downstream.base import build_task
 from downstream.er import er_subset
-from downstream.ic import PooledMultiHead
-from speechssl.cache import collate_features, extract_features
+from downstream.utterance import PooledMultiHead
 from speechssl.errors import ConfigError, ManifestError
+from speechssl.features import collate_features, extract_features
 from speechssl.featurizer import Featurizer
 from speechssl.train import ProbeModel, train_cell
 from speechssl.upstream import build_upstream

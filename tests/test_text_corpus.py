@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from speechssl.data.corpus import Corpus, load_corpus
-from speechssl.data.synth import text as T
+from speechssl.data.synth import text_corpus as T
 from speechssl.errors import ConfigError, ManifestError
 from speechssl.text.data import text_items
 

@@ -12,9 +12,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from downstream.base import build_task
-from downstream.text.common import encoding, pool
+from downstream.text.common import encoding
 from downstream.text.pos import first_subtokens
 from downstream.text.qa import answer_tokens, best_span
+from downstream.utterance import pool
 from speechssl.errors import ConfigError, ManifestError
 from speechssl.text.tokenizer import Encoded
 from speechssl.train import train_cell
@@ -70,7 +71,7 @@ def _save_hf_bert(root, vocab_words):
 @pytest.fixture
 def hf_bert(tmp_path):
     from speechssl.data.synth import grammar as G
-    from speechssl.data.synth.text import BAD, GOOD, HATE, LIKE
+    from speechssl.data.synth.text_corpus import BAD, GOOD, HATE, LIKE
 
     words = G.vocabulary() | set(GOOD) | set(BAD) | {w for v in LIKE + HATE for w in v} | {
         "a", "an", "the", "did", "does", "do", "not", "will", "who", "what", "where", "but",
@@ -175,7 +176,7 @@ def test_bad_items_and_options_name_the_problem():
 
 
 def test_modality_mismatch_is_a_config_error():
-    from speechssl.cache import extract_features
+    from speechssl.features import extract_features
     from speechssl.upstream import build_upstream
 
     text = [{"id": "t1", "text": "anna slept", "label": "positive", "_manifest": "m.jsonl"}]

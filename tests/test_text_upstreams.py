@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from speechssl.checkpoint import load_weights, save_weights, state_hash
-from speechssl.data.synth.text import plan_text
+from speechssl.data.synth.text_corpus import plan_text
 from speechssl.errors import ConfigError, SpeechSSLError
 from speechssl.text.data import collate_text, pad_ids
 from speechssl.text.tokenizer import TextTokenizer, train_wordpiece
@@ -163,7 +163,8 @@ def test_bad_options_and_missing_tokenizer():
 
 def test_pretrain_through_the_loop_saves_tokenizer(make_cfg):
     from speechssl.data.corpus import load_corpus
-    from speechssl.pretrain import load_upstream, pretrain
+    from speechssl.pretrain import pretrain
+    from speechssl.upstream.load import load_upstream
 
     cfg = make_cfg("upstream=bert", "upstream.hidden_size=32", "upstream.num_layers=1",
                    "upstream.num_heads=2", "upstream.ff_size=64", "upstream.pretrain.steps=3",

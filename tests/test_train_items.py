@@ -80,14 +80,14 @@ def _row(value, run_id, down_yaml, tuning_mode="frozen"):
 
 
 def test_a_low_resource_run_is_a_row_of_its_own_not_a_variant(tmp_path):
-    from speechssl import leaderboard
+    from speechssl import report, store
 
     db = tmp_path / "lb.sqlite"
-    leaderboard.record(db, _row(80.0, "a", "{name: sst2, train_items: null}"))
-    leaderboard.record(db, _row(60.0, "b", "{name: sst2, train_items: 500}"))
-    leaderboard.record(db, _row(70.0, "c", "{name: sst2, train_items: 500}", "full"))
-    leaderboard.record(db, _row(90.0, "d", "{name: sst2}", "full"))  # a run from before the key
-    table = leaderboard.markdown_table(leaderboard.rows(db))
+    store.record(db, _row(80.0, "a", "{name: sst2, train_items: null}"))
+    store.record(db, _row(60.0, "b", "{name: sst2, train_items: 500}"))
+    store.record(db, _row(70.0, "c", "{name: sst2, train_items: 500}", "full"))
+    store.record(db, _row(90.0, "d", "{name: sst2}", "full"))  # a run from before the key
+    table = report.markdown_table(store.rows(db))
     assert "| bert | 80.00 |" in table
     assert "| bert [500 train items] | 60.00 |" in table
     assert "| bert [full, 500 train items] | 70.00 |" in table

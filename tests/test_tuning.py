@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 import speechssl.train as train_mod
-from speechssl import leaderboard, tuning
+from speechssl import report, store, tuning
 from speechssl.errors import ConfigError
 from speechssl.nn.transformer import TransformerEncoder
 from speechssl.train import evaluate_cell, run_dir_for, train_cell
@@ -221,11 +221,11 @@ def _row(tuning_mode, value, run_id, config_yaml=""):
 def test_leaderboard_shows_each_tuning_as_its_own_row(tmp_path):
     db = tmp_path / "lb.sqlite"
     lora = "downstream: {name: sst2}\ntuning: {name: lora, rank: %d}\n"
-    leaderboard.record(db, _row("frozen", 60.0, "a"))
-    leaderboard.record(db, _row("lora", 70.0, "b", lora % 8))
-    leaderboard.record(db, _row("lora", 65.0, "c", lora % 4))  # a variant of the lora row
-    leaderboard.record(db, _row("full", 80.0, "d"))
-    table = leaderboard.markdown_table(leaderboard.rows(db))
+    store.record(db, _row("frozen", 60.0, "a"))
+    store.record(db, _row("lora", 70.0, "b", lora % 8))
+    store.record(db, _row("lora", 65.0, "c", lora % 4))  # a variant of the lora row
+    store.record(db, _row("full", 80.0, "d"))
+    table = report.markdown_table(store.rows(db))
     assert "| bert | 60.00 |" in table
     assert "| bert [full] | 80.00 |" in table
     assert "| bert [lora] | 70.00 (best on dev: tuning.rank=8) |" in table
@@ -354,11 +354,11 @@ def test_compare_writes_its_png_and_two_rows(make_cfg, bert_ckpt, capsys):
     path = compare(cfg)
     assert path is not None and re.fullmatch(r"bert-sst2-[0-9a-f]{8}\.png", path.name)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.parent.name == "compare"
-    rows = leaderboard.rows(cfg.leaderboard)
+    rows = store.rows(cfg.leaderboard)
     assert sorted(r["tuning"] for r in rows) == ["full", "scratch"]
     out = capsys.readouterr().out
     assert "| pre-trained | full |" in out and "| random init | scratch |" in out
-    table = leaderboard.markdown_table(rows)
+    table = report.markdown_table(rows)
     assert "| bert [full] |" in table and "| bert [scratch] |" in table
 
 

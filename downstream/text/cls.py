@@ -10,26 +10,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from downstream.base import register_task
-from downstream.text.common import TextTask, check_pooling, label_of, pool, where
+from downstream.text.common import TextTask, label_of, where
+from downstream.utterance import PooledLinear, check_pooling, class_id
 from speechssl import metrics
 from speechssl.errors import ManifestError
 
 # GLUE task -> (headline metric, is regression)
 GLUE_METRICS = {"CoLA": ("matthews", False), "MRPC": ("f1", False), "QQP": ("f1", False),
                 "STS-B": ("pearson", True)}
-
-
-class PooledLinear(nn.Module):
-    """(B, T, D), (B,) -> pooled (B, D) -> dropout -> (B, C) logits."""
-
-    def __init__(self, feature_dim: int, num_outputs: int, pooling: str, dropout: float):
-        super().__init__()
-        self.pooling = pooling
-        self.drop = nn.Dropout(dropout)
-        self.linear = nn.Linear(feature_dim, num_outputs)
-
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        return self.linear(self.drop(pool(x, lengths, self.pooling)))
 
 
 @register_task("sst2")
@@ -66,14 +54,9 @@ class SentenceClassification(TextTask):
         items = batch["items"]
         if self.regression:
             return torch.tensor([self.reference(it) for it in items], device=device)
-        out = []
-        for it in items:
-            label = self.reference(it)
-            if label not in self.index:
-                raise ManifestError(f"{where(it)}: label {label!r} never occurs in the training "
-                                    f"split (labels: {', '.join(self.classes)})")
-            out.append(self.index[label])
-        return torch.tensor(out, device=device)
+        hint = f" (labels: {', '.join(self.classes)})"
+        return torch.tensor([class_id(self.index, self.reference(it), where(it), hint=hint)
+                             for it in items], device=device)
 
     def loss(self, probe, features, lengths, batch) -> Tensor:
         out = probe(features, lengths)

@@ -1,18 +1,13 @@
-"""What the text tasks share: their splits (text manifests), the token alignment that
-feature extraction attaches to each item, and pooling a sequence into one vector
-(Devlin et al., 2019: the [CLS] state)."""
+"""What the text tasks share: their splits (text manifests) and the token alignment that
+feature extraction attaches to each item (pooling a sentence into one vector, Devlin et
+al., 2019's [CLS] state, is in downstream.utterance)."""
 
 from __future__ import annotations
 
 import json
 
-import torch
-from torch import Tensor
-
-from downstream.base import Task, masked_mean
+from downstream.base import Task
 from speechssl.errors import ConfigError, ManifestError
-
-POOLINGS = ("cls", "mean", "last")
 
 
 def where(item: dict) -> str:
@@ -27,22 +22,6 @@ def encoding(item: dict):
         raise ConfigError(f"{where(item)}: no token alignment: text tasks need a text upstream "
                           f"(upstream=bert, gpt or a BERT-family upstream=hf)")
     return enc
-
-
-def pool(x: Tensor, lengths: Tensor, how: str) -> Tensor:
-    """(B, T, D), (B,) -> (B, D): the first token ([CLS]), the mean of real tokens, or the
-    last real token (causal upstreams such as gpt)."""
-    if how == "cls":
-        return x[:, 0]
-    if how == "mean":
-        return masked_mean(x, lengths)
-    return x[torch.arange(x.shape[0], device=x.device), (lengths - 1).clamp(min=0)]
-
-
-def check_pooling(pooling: str) -> str:
-    if pooling not in POOLINGS:
-        raise ConfigError(f"downstream.pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
-    return pooling
 
 
 class TextTask(Task):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
+from speechssl.nn.masking import valid_mask
 
 NORMS = ("group_first", "group", "layer", "channel", "none")
 
@@ -29,11 +30,6 @@ def conv_output_lengths(lengths: Tensor, kernels, strides) -> Tensor:
     for k, s in zip(kernels, strides, strict=True):
         n = (torch.div(n - k, s, rounding_mode="floor") + 1).clamp(min=0)
     return n
-
-
-def frame_mask(lengths: Tensor, T: int) -> Tensor:
-    """(B,) lengths -> (B, T) bool, True at valid frames."""
-    return torch.arange(T, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 def unpadded(lengths: Tensor, T: int) -> bool:
@@ -151,7 +147,7 @@ class ConvFeatureEncoder(nn.Module):
             n = conv_output_lengths(n, [k], [s])
             norm = layer["norm"]
             if padded:
-                valid = frame_mask(n, x.shape[-1])
+                valid = valid_mask(n, x.shape[-1])
                 x = norm(x, valid) if isinstance(norm, MaskedGroupNorm) else norm(x)
                 x = self.act(x) * valid.unsqueeze(1)
             else:

@@ -7,6 +7,7 @@ import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
+from speechssl.nn.masking import valid_mask
 
 WINDOW_SAMPLES = 400  # 25 ms at 16 kHz
 HOP_SAMPLES = 160  # 10 ms at 16 kHz
@@ -96,7 +97,7 @@ class GlobalCMVN(nn.Module):
         self.register_buffer("total_sq", torch.zeros(dim, dtype=torch.float64))
 
     def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
-        valid = (torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None])
+        valid = valid_mask(lengths, feats.shape[1])
         if self.training:
             frames = feats[valid].double()
             self.count += frames.shape[0]

@@ -19,7 +19,7 @@ def text_root(corpus):
     if corpus.meta.get("modality") == "text":
         return Path(corpus.root)
     if str(corpus.name).startswith("synth-") and "size" in corpus.meta:
-        from speechssl.data.synth.text import ensure_text_corpus
+        from speechssl.data.synth.text_corpus import ensure_text_corpus
 
         return ensure_text_corpus(Path(corpus.root).parent, corpus.meta["size"],
                                   corpus.meta["seed"])

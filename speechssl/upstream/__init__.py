@@ -1,31 +1,15 @@
-"""Upstream models. Importing this package registers every built-in upstream."""
+"""Upstream models: one module per paper, each registering its class with
+``@register_upstream(name)``; the registry imports them on first lookup."""
 
-from speechssl.upstream import (  # noqa: F401
-    apc,
-    baselines,
-    bert,
-    cpc,
-    data2vec,
-    gpt,
-    hf,
-    hubert,
-    mockingjay,
-    npc,
-    torchaudio_models,
-    vq_apc,
-    vq_wav2vec,
-    vqvae,
-    wav2vec,
-    wav2vec2,
-)
 from speechssl.upstream.base import (
     Upstream,
     UpstreamOutput,
     build_upstream,
+    check_upstream,
     register_upstream,
     registered_upstreams,
     upstream_class,
 )
 
-__all__ = ["Upstream", "UpstreamOutput", "build_upstream", "register_upstream",
-           "registered_upstreams", "upstream_class"]
+__all__ = ["Upstream", "UpstreamOutput", "build_upstream", "check_upstream",
+           "register_upstream", "registered_upstreams", "upstream_class"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from speechssl.nn.frontend import HOP_SAMPLES, LogMel
+from speechssl.nn.masking import valid_mask
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 
 
@@ -20,8 +20,7 @@ def apc_l1_loss(predicted: Tensor, target: Tensor, lengths: Tensor, n_future: in
         raise ValueError(f"sequences of {T} frames are too short to predict {n_future} ahead")
     pred = predicted[:, : T - n_future]
     tgt = target[:, n_future:]
-    t = torch.arange(T - n_future, device=lengths.device)
-    valid = (t.unsqueeze(0) < (lengths - n_future).unsqueeze(1)).unsqueeze(-1)
+    valid = valid_mask(lengths - n_future, T - n_future).unsqueeze(-1)
     denom = valid.sum().clamp(min=1) * D
     return ((pred - tgt).abs() * valid).sum() / denom
 

@@ -1,4 +1,4 @@
-"""The upstream interface, its output type, and the name -> class registry."""
+"""The upstream interface, its output type, and the upstream registry (name -> class)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import torch
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
+from speechssl.registry import Registry
 
-_REGISTRY: dict[str, type[Upstream]] = {}
+# the built-ins register themselves in their modules under speechssl/upstream/
+UPSTREAMS = Registry("upstream", packages=("speechssl.upstream",))
+# the tuning modes of an upstream built on speechssl's TransformerEncoder (speechssl/tuning.py)
+TRANSFORMER_TUNING = ("frozen", "full", "scratch", "adapter", "lora", "prefix", "prompt")
 
 
 @dataclass
@@ -35,6 +39,20 @@ class Upstream(nn.Module):
     modality: str = "audio"
     downsample_rate: int = 160
     sample_rate: int = 16000
+    # the ``tuning=`` modes it can host, declared so that config validation builds no model
+    # (speechssl/tuning.py checks them against the built upstream): frozen and full, scratch
+    # when we build its weights; adapter, lora, prefix, prompt need speechssl's
+    # TransformerEncoder (speechssl.tuning.ENCODER_MODES); no parameters: frozen only
+    tuning_modes: tuple[str, ...] = ("frozen", "full", "scratch")
+
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """Raise ConfigError for options the constructor refuses, without building the
+        model: the default constructs it on the meta device (no memory, no weights).
+        Upstreams that read files in their constructor (checkpoints, HuggingFace
+        directories) override this with checks that read nothing large."""
+        with torch.device("meta"):
+            cls(**options)
 
     def forward(self, x: Tensor, lengths: Tensor) -> UpstreamOutput:  # pragma: no cover
         raise NotImplementedError
@@ -73,15 +91,7 @@ class Upstream(nn.Module):
 
 def register_upstream(name: str):
     """Class decorator: make ``name`` usable as ``upstream=name``."""
-
-    def wrap(cls: type[Upstream]) -> type[Upstream]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"upstream name {name!r} is already registered to {_REGISTRY[name]}")
-        _REGISTRY[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+    return UPSTREAMS.register(name)
 
 
 def registered_upstreams() -> list[str]:
@@ -89,8 +99,7 @@ def registered_upstreams() -> list[str]:
     ``speechssl.upstreams`` entry-point group (``module:Class`` names are not listed)."""
     from speechssl.upstream.plugin import entry_point_names
 
-    _import_builtins()
-    return sorted(set(_REGISTRY) | set(entry_point_names()))
+    return sorted(set(UPSTREAMS.names()) | set(entry_point_names()))
 
 
 def upstream_class(name: str) -> type[Upstream]:
@@ -98,9 +107,9 @@ def upstream_class(name: str) -> type[Upstream]:
     ``module.path:ClassName``, or an entry point of the ``speechssl.upstreams`` group."""
     from speechssl.upstream import plugin
 
-    _import_builtins()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+    cls = UPSTREAMS.find(name)
+    if cls is not None:
+        return cls
     if ":" in name:
         return plugin.import_class(name)
     cls = plugin.entry_point_class(name)
@@ -108,28 +117,39 @@ def upstream_class(name: str) -> type[Upstream]:
         return cls
     installed = plugin.entry_point_names()
     raise ConfigError(
-        f"unknown upstream {name!r}; registered upstreams: {', '.join(sorted(_REGISTRY))}"
+        f"unknown upstream {name!r}; registered upstreams: {', '.join(sorted(UPSTREAMS.names()))}"
         + (f"; installed plug-ins: {', '.join(installed)}" if installed else "")
         + "; or name your own class as module.path:ClassName (docs/plug-in.md)"
     )
 
 
-def build_upstream(name: str, **kwargs) -> Upstream:
-    """Instantiate a registered upstream; unknown keyword arguments are a ConfigError."""
-    cls = upstream_class(name)
+def check_option_names(name: str, cls: type[Upstream], options: dict) -> None:
+    """ConfigError naming the valid options when ``options`` has a key the class's
+    constructor does not take (a class with ``**kwargs`` takes any)."""
     params = inspect.signature(cls.__init__).parameters
     var_kw = inspect.Parameter.VAR_KEYWORD
-    accepts_any = any(p.kind is var_kw for p in params.values())
-    valid = [n for n, p in params.items() if n != "self" and p.kind is not var_kw]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown and not accepts_any:
+    if any(p.kind is var_kw for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if n != "self"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
         raise ConfigError(
             f"upstream {name!r} has no option(s) {', '.join(unknown)}; "
             f"valid options: {', '.join(valid) or '(none)'}"
         )
+
+
+def check_upstream(name: str, **options) -> type[Upstream]:
+    """The class of ``upstream=name`` after checking ``options`` against it (names from its
+    signature, values by its ``check_options``), without building a model."""
+    cls = upstream_class(name)
+    check_option_names(name, cls, options)
+    cls.check_options(**options)
+    return cls
+
+
+def build_upstream(name: str, **kwargs) -> Upstream:
+    """Instantiate a registered upstream; unknown keyword arguments are a ConfigError."""
+    cls = upstream_class(name)
+    check_option_names(name, cls, kwargs)
     return cls(**kwargs)
-
-
-def _import_builtins() -> None:
-    # Importing the package registers every built-in upstream module.
-    import speechssl.upstream  # noqa: F401

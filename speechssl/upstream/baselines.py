@@ -11,6 +11,8 @@ from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 class _FeatureBaseline(Upstream):
     """One 'layer': the features themselves. Nothing to pre-train."""
 
+    tuning_modes = ("frozen",)  # no parameters
+
     kind = "fbank"
     downsample_rate = HOP_SAMPLES
 
@@ -31,6 +33,9 @@ class FBank(_FeatureBaseline):
 
     kind = "fbank"
 
+    def __init__(self, num_mel_bins: int = 80, deltas: bool = False, normalize: bool = False):
+        super().__init__(num_mel_bins=num_mel_bins, deltas=deltas, normalize=normalize)
+
 
 @register_upstream("mfcc")
 class MFCC(_FeatureBaseline):
@@ -38,9 +43,15 @@ class MFCC(_FeatureBaseline):
 
     kind = "mfcc"
 
+    def __init__(self, num_ceps: int = 13, deltas: bool = False, normalize: bool = False):
+        super().__init__(num_ceps=num_ceps, deltas=deltas, normalize=normalize)
+
 
 @register_upstream("spectrogram")
 class Spectrogram(_FeatureBaseline):
     """257-bin log power spectrogram."""
 
     kind = "spectrogram"
+
+    def __init__(self, normalize: bool = False):
+        super().__init__(normalize=normalize)

@@ -15,17 +15,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.nn.masking import valid_mask
+from speechssl.nn.random import generator_from_global
 from speechssl.nn.transformer import TransformerEncoder
 from speechssl.text.data import pad_ids
 from speechssl.text.tokenizer import SPECIALS, Encoded, TextTokenizer, train_wordpiece
-from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
+from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
 
 PAIR_TASKS = ("sop", "nsp", "none")
-
-
-def valid_mask(lengths: Tensor, T: int) -> Tensor:
-    """(B,) lengths -> (B, T) bool, True at real tokens."""
-    return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
 
 
 def segment_ids(ids: Tensor, sep_id: int | None) -> Tensor:
@@ -92,6 +89,8 @@ class TextUpstream(Upstream):
     The tokenizer (WordPiece, ``vocab_size`` at most) is trained in ``prepare`` on the
     corpus's ``text-pretrain`` subset, written to ``<run>/tokenizer.json`` and kept in the
     ``tokenizer_json`` buffer of the weights."""
+
+    tuning_modes = TRANSFORMER_TUNING
 
     modality = "text"
     downsample_rate = 1
@@ -276,7 +275,7 @@ class BERT(TextUpstream):
 
     def pretrain_loss(self, ids: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         sp = self.special_ids()
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+        g = generator_from_global()
         ids = ids.long()
         ids, lengths, pair_labels = make_pair_batch(ids, lengths, self.pair_task, sp["cls"],
                                                     sp["sep"], sp["pad"], g)

@@ -23,21 +23,17 @@ from speechssl.nn.conv_encoder import (
     CPC_KERNELS,
     CPC_STRIDES,
     ConvFeatureEncoder,
-    frame_mask,
     unpadded,
 )
+from speechssl.nn.masking import valid_mask
+from speechssl.nn.random import generator_from_global
 from speechssl.nn.rnn import LSTM
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 
 
-def _generator() -> torch.Generator:
-    """A generator seeded from the global RNG, so draws follow torch.manual_seed and resume."""
-    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
-
-
 def future_pairs(lengths: Tensor, T: int, k: int) -> Tensor:
     """(B, T - k) bool: context frames t whose target t + k is a valid frame."""
-    return frame_mask(lengths - k, max(T - k, 0))
+    return valid_mask(lengths - k, max(T - k, 0))
 
 
 @register_upstream("cpc")
@@ -70,7 +66,7 @@ class CPC(Upstream):
     def _layers(self, wavs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """(B, S) -> [z (B, T, H), context layer outputs (B, T, H)...], frames (B,)."""
         z, n = self.encoder(wavs, lengths)
-        keep = None if unpadded(n, z.shape[1]) else frame_mask(n, z.shape[1]).unsqueeze(-1)
+        keep = None if unpadded(n, z.shape[1]) else valid_mask(n, z.shape[1]).unsqueeze(-1)
         outs, x = [z], z
         for rnn in self.context:  # causal, so padding at the end never reaches valid frames
             x = self.drop(rnn(x)[0])
@@ -87,7 +83,7 @@ class CPC(Upstream):
         outs, n = self._layers(wavs, lengths)
         z, c = outs[0], outs[-1]
         B, T, H = z.shape
-        neg_idx = sample_negatives(frame_mask(n, T), self.num_negatives, _generator(),
+        neg_idx = sample_negatives(valid_mask(n, T), self.num_negatives, generator_from_global(),
                                    cross_batch=self.cross_batch)  # (B, T, N)
         negs = gather_frames(z, neg_idx)  # (B, T, N, H)
         losses, accs = [], []

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
-from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES, frame_mask
+from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES
 from speechssl.nn.ema import ema_decay, ema_update_
-from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
-from speechssl.upstream.wav2vec2 import MaskedBackbone
+from speechssl.nn.masking import valid_mask
+from speechssl.nn.wav2vec2_backbone import MaskedBackbone
+from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
 
 
 def instance_norm(x: Tensor, valid: Tensor, eps: float = 1e-5) -> Tensor:
@@ -48,6 +49,8 @@ class Data2Vec(Upstream):
     """Hidden states: the student's transformer input and each layer (unmasked input), all
     ``hidden_size`` wide, 320 samples per frame. The teacher is saved with the weights (for
     exact resume) but no forward pass uses it."""
+
+    tuning_modes = TRANSFORMER_TUNING
 
     contract_options = {"conv_dim": 32, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
                         "ff_size": 64, "conv_pos_kernel": 8, "conv_pos_groups": 4, "top_k": 2}  # tests
@@ -91,7 +94,7 @@ class Data2Vec(Upstream):
     def targets(self, x: Tensor, n: Tensor) -> Tensor:
         """Projected unmasked features (B, T, D) -> teacher targets (B, T, D)."""
         layers = self.backbone.contextualize(x.detach(), n, context=self.teacher)[1:]
-        return layer_average_targets(layers, frame_mask(n, x.shape[1]), self.top_k)
+        return layer_average_targets(layers, valid_mask(n, x.shape[1]), self.top_k)
 
     def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         _, _, x, n = self.backbone.encode(wavs, lengths)

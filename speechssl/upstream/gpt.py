@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from speechssl.nn.masking import valid_mask
 from speechssl.nn.transformer import SelfAttention, TransformerEncoder
 from speechssl.upstream.base import UpstreamOutput, register_upstream
-from speechssl.upstream.bert import TextEmbedding, TextUpstream, valid_mask
+from speechssl.upstream.bert import TextEmbedding, TextUpstream
 
 
 class CausalSelfAttention(SelfAttention):

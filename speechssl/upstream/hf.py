@@ -5,6 +5,7 @@ data2vec-audio, and the BERT family for text; every hidden state is a layer."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
+from speechssl.nn.masking import valid_mask
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
 
 AUDIO_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
@@ -64,15 +66,31 @@ def zero_mean_unit_var(wav: Tensor, eps: float = 1e-7) -> Tensor:
     return (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + eps)
 
 
+def check_model_type(model_type: str | None, key: str, root: Path) -> None:
+    if model_type not in AUDIO_TYPES + TEXT_TYPES:
+        raise ConfigError(f"{key}={root}: model_type {model_type!r} is not supported; supported: "
+                          f"{', '.join(AUDIO_TYPES)} (audio), {', '.join(TEXT_TYPES)} (text)")
+
+
+def check_model_dir(path, key: str) -> str | None:
+    """The checks of :func:`load_hf_model` that read only config.json (config validation
+    loads no weights); returns the model_type."""
+    root = local_model_dir(path, key)
+    require_transformers(f"{key}={root}")
+    try:
+        model_type = json.loads((root / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{key}={path}: unreadable config.json ({e})") from None
+    check_model_type(model_type, key, root)
+    return model_type
+
+
 def load_hf_model(root: Path, key: str):
     """(model, config) from a local directory; weights as safetensors, or pickles only
     through torch.load(weights_only=True); custom code in the directory is never run."""
     transformers = require_transformers(f"{key}={root}")
     config = transformers.AutoConfig.from_pretrained(root, local_files_only=True)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in AUDIO_TYPES + TEXT_TYPES:
-        raise ConfigError(f"{key}={root}: model_type {model_type!r} is not supported; supported: "
-                          f"{', '.join(AUDIO_TYPES)} (audio), {', '.join(TEXT_TYPES)} (text)")
+    check_model_type(getattr(config, "model_type", None), key, root)
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # one line per load is noise in a cell
     try:
@@ -106,6 +124,13 @@ class HFUpstream(Upstream):
     when the feature extractor asks for one (faster on a GPU; group-norm models such as
     wav2vec2-base then see the padding, so frames can change with the batch).
     """
+
+    tuning_modes = ("frozen", "full")  # weights from its own files; no peft layers here
+
+    @classmethod
+    def check_options(cls, path: str | None = None, normalize: bool | None = None,
+                      batched: bool | None = None) -> None:
+        check_model_dir(path, "upstream.path")
 
     def __init__(self, path: str | None = None, normalize: bool | None = None,
                  batched: bool | None = None):
@@ -160,7 +185,7 @@ class HFUpstream(Upstream):
         return UpstreamOutput(hidden_states=layers, lengths=out_lengths)
 
     def _audio(self, wavs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
-        valid = torch.arange(wavs.shape[1], device=wavs.device) < lengths[:, None]  # (B, S)
+        valid = valid_mask(lengths, wavs.shape[1])  # (B, S)
         wavs = wavs.float() * valid
         if self.normalize:
             wavs = wavs.clone()
@@ -173,7 +198,7 @@ class HFUpstream(Upstream):
         return list(out.hidden_states), frames
 
     def _text(self, ids: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
-        valid = torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]  # (B, T)
+        valid = valid_mask(lengths, ids.shape[1])  # (B, T)
         ids = ids.long()
         if self.pad_token_id is not None:
             ids = ids.masked_fill(~valid, int(self.pad_token_id))

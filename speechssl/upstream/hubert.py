@@ -25,11 +25,12 @@ from torch import Tensor, nn
 
 from speechssl.checkpoint import read_metadata
 from speechssl.errors import ConfigError
-from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES, frame_mask
+from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES
 from speechssl.nn.frontend import HOP_SAMPLES, KaldiFrontend
 from speechssl.nn.kmeans import assign, cluster_quality, fit_kmeans, phone_frames, speech_frames
-from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
-from speechssl.upstream.wav2vec2 import MaskedBackbone
+from speechssl.nn.masking import valid_mask
+from speechssl.nn.wav2vec2_backbone import MaskedBackbone
+from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
 
 
 def _teacher_options(path: str) -> dict:
@@ -47,6 +48,8 @@ def _teacher_options(path: str) -> dict:
 class HuBERT(Upstream):
     """Hidden states: the transformer input and each transformer layer, all ``hidden_size``
     wide, 320 samples per frame. ``codes`` gives the k-means targets of an input."""
+
+    tuning_modes = TRANSFORMER_TUNING
 
     contract_options = {"conv_dim": 32, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
                         "ff_size": 64, "conv_pos_kernel": 8, "conv_pos_groups": 4, "final_dim": 16,
@@ -219,7 +222,7 @@ class HuBERT(Upstream):
         """The k-means target ids (B, T) (-1 at padding) and frames (B,)."""
         n = self.backbone.features.output_lengths(lengths)
         T = int(n.max())
-        return self.targets(wavs, lengths, T).masked_fill(~frame_mask(n, T), -1), n
+        return self.targets(wavs, lengths, T).masked_fill(~valid_mask(n, T), -1), n
 
     def logits(self, h: Tensor) -> Tensor:
         """(N, hidden) -> (N, num_clusters): cosine(final_proj(h), label embedding) / temp."""
@@ -229,7 +232,7 @@ class HuBERT(Upstream):
     def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         raw, _, x, n = self.backbone.encode(wavs, lengths)
         T = x.shape[1]
-        valid = frame_mask(n, T)
+        valid = valid_mask(n, T)
         target = self.targets(wavs, lengths, T)
         mask = self.backbone.mask(n, T)
         h = self.backbone.contextualize(x, n, mask)[-1]

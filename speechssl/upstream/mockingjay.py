@@ -1,11 +1,11 @@
 """Mockingjay: Liu et al., 2020, "Mockingjay: Unsupervised Speech Representation Learning with
-Deep Bidirectional Transformer Encoders"; TERA: Liu et al., 2021, "TERA: Self-Supervised
-Learning of Transformer Encoder Representation for Speech".
+Deep Bidirectional Transformer Encoders".
 
-Both are one transformer encoder over (optionally stacked) log-mel frames, pre-trained to
-reconstruct altered input with an L1 loss. Mockingjay alters time only (masked acoustic
-model, 80/10/10); TERA adds channel (frequency band) and magnitude (Gaussian noise)
-alterations. The loss is taken on the altered elements only.
+One transformer encoder over (optionally stacked) log-mel frames, pre-trained to
+reconstruct altered input with an L1 loss on the altered elements only. Mockingjay alters
+time only (masked acoustic model, 80/10/10). The shared body, ``TransformerReconstruction``,
+also holds the channel (frequency band) and magnitude (Gaussian noise) alterations that TERA
+(speechssl/upstream/tera.py) adds.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from torch import Tensor, nn
 
 from speechssl.nn import masking
 from speechssl.nn.frontend import HOP_SAMPLES, LogMel
+from speechssl.nn.random import generator_from_global
 from speechssl.nn.transformer import TransformerEncoder
-from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
+from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
 
 
 def stack_frames(feats: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -39,6 +40,8 @@ def masked_l1(pred: Tensor, target: Tensor, where: Tensor) -> Tensor:
 class TransformerReconstruction(Upstream):
     """Shared body: frames -> stack -> Linear -> positions -> LayerNorm -> dropout ->
     transformer layers. Hidden states: the input embedding and every layer's output."""
+
+    tuning_modes = TRANSFORMER_TUNING
 
     def __init__(self, input_dim: int = 80, downsample: int = 1, hidden_size: int = 256,
                  num_layers: int = 3, num_heads: int = 4, ff_size: int = 1024, dropout: float = 0.1,
@@ -100,7 +103,7 @@ class TransformerReconstruction(Upstream):
 
     def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         x, n = self._frames(wavs, lengths)
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+        g = generator_from_global()
         altered_x, altered = self.alter(x, n, g)
         if not altered.any():  # nothing drawn (very short batch): reconstruct everything
             altered = masking.valid_mask(n, x.shape[1]).unsqueeze(-1).expand_as(x)
@@ -122,20 +125,3 @@ class Mockingjay(TransformerReconstruction):
         super().__init__(input_dim, downsample, hidden_size, num_layers, num_heads, ff_size,
                          dropout, position, norm_first, mask_ratio, mask_span, zero_prob,
                          random_prob, channel_mask_width=0, noise_prob=0.0, cmvn=cmvn)
-
-
-@register_upstream("tera")
-class TERA(TransformerReconstruction):
-    """Time + channel + magnitude alterations, each switchable; L1 to the unaltered input on
-    the altered elements. Set ``time_mask_ratio``, ``channel_mask_width`` or ``noise_prob``
-    to 0 to switch an alteration off."""
-
-    def __init__(self, input_dim: int = 80, downsample: int = 1, hidden_size: int = 256,
-                 num_layers: int = 3, num_heads: int = 4, ff_size: int = 1024, dropout: float = 0.1,
-                 position: str = "sinusoidal", norm_first: bool = False,
-                 time_mask_ratio: float = 0.15, time_mask_span: int = 7, zero_prob: float = 0.8,
-                 random_prob: float = 0.1, channel_mask_width: int = 20, noise_prob: float = 0.1,
-                 noise_std: float = 0.2, cmvn: str = "utterance"):
-        super().__init__(input_dim, downsample, hidden_size, num_layers, num_heads, ff_size,
-                         dropout, position, norm_first, time_mask_ratio, time_mask_span, zero_prob,
-                         random_prob, channel_mask_width, noise_prob, noise_std, cmvn)

@@ -16,8 +16,15 @@ import torchaudio
 from torch import Tensor
 
 from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.nn.masking import valid_mask
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
-from speechssl.upstream.hf import files_hash, load_hf_model, local_model_dir, pad_layers
+from speechssl.upstream.hf import (
+    check_model_dir,
+    files_hash,
+    load_hf_model,
+    local_model_dir,
+    pad_layers,
+)
 
 ARCHS = ("wav2vec2_base", "wav2vec2_large", "wav2vec2_large_lv60k", "hubert_base",
          "hubert_large", "hubert_xlarge", "wavlm_base", "wavlm_large",
@@ -179,16 +186,30 @@ class TorchaudioUpstream(Upstream):
     each utterance alone (group-norm feature encoders would otherwise see the padding).
     """
 
-    def __init__(self, arch: str | None = None, arch_options: dict | None = None,
-                 fairseq: str | None = None, hf: str | None = None,
-                 normalize: bool | None = None, batched: bool = False, init_seed: int = 0):
-        super().__init__()
+    @classmethod
+    def check_options(cls, arch: str | None = None, arch_options: dict | None = None,
+                      fairseq: str | None = None, hf: str | None = None,
+                      normalize: bool | None = None, batched: bool = False,
+                      init_seed: int = 0) -> None:
+        """The weight source, checked without reading the weights."""
         given = [k for k, v in (("arch", arch), ("fairseq", fairseq), ("hf", hf)) if v]
         if len(given) != 1:
             raise ConfigError(
                 "upstream=torchaudio needs exactly one of upstream.arch=<" + "|".join(ARCHS)
                 + "> (random init, or weights from upstream.ckpt), upstream.fairseq=<file.pt>, "
                 f"upstream.hf=<local dir>; got {', '.join(given) or 'none'}")
+        if arch and arch not in ARCHS:
+            raise ConfigError(f"upstream.arch={arch!r}; valid: {', '.join(ARCHS)}")
+        if fairseq and not Path(str(fairseq)).expanduser().is_file():
+            raise ConfigError(f"upstream.fairseq={fairseq}: checkpoint file not found")
+        if hf:
+            check_model_dir(hf, "upstream.hf")
+
+    def __init__(self, arch: str | None = None, arch_options: dict | None = None,
+                 fairseq: str | None = None, hf: str | None = None,
+                 normalize: bool | None = None, batched: bool = False, init_seed: int = 0):
+        super().__init__()
+        self.check_options(arch, arch_options, fairseq, hf)
         self.source: Path | None = None
         default_norm = False
         with torch.random.fork_rng(devices=[]):
@@ -261,7 +282,7 @@ class TorchaudioUpstream(Upstream):
         return [captured[0], *layers], frames.long()
 
     def forward(self, wavs: Tensor, lengths: Tensor) -> UpstreamOutput:
-        wavs = wavs.float() * (torch.arange(wavs.shape[1], device=wavs.device) < lengths[:, None])
+        wavs = wavs.float() * valid_mask(lengths, wavs.shape[1])
         if self.batched:
             layers, frames = self._layers(wavs, lengths)
             return UpstreamOutput(hidden_states=layers, lengths=frames)

@@ -22,11 +22,11 @@ from speechssl.nn.conv_encoder import (
     CPC_STRIDES,
     ConvFeatureEncoder,
     MaskedGroupNorm,
-    frame_mask,
 )
+from speechssl.nn.masking import valid_mask
 from speechssl.nn.quantize import GroupedKMeansQuantizer, GumbelQuantizer
+from speechssl.nn.random import generator_from_global
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
-from speechssl.upstream.cpc import _generator
 from speechssl.upstream.wav2vec import CausalConvContext, step_scores
 
 VQ_TYPES = ("gumbel", "kmeans")
@@ -69,7 +69,7 @@ class VQWav2Vec(Upstream):
 
     def _quantize(self, wavs: Tensor, lengths: Tensor):
         z, n = self.encoder(wavs, lengths)
-        valid = frame_mask(n, z.shape[1])
+        valid = valid_mask(n, z.shape[1])
         zq = z
         if self.pre_vq is not None:
             zq = self.pre_vq_norm(self.pre_vq(z.transpose(1, 2)), valid).transpose(1, 2)
@@ -86,12 +86,13 @@ class VQWav2Vec(Upstream):
         """Code ids (B, T, G) (-1 at padding) and frame lengths (B,); argmax codes in eval."""
         _, _, n, vq = self._quantize(wavs, lengths)
         codes = vq["codes"]
-        return codes.masked_fill(~frame_mask(n, codes.shape[1]).unsqueeze(-1), -1), n
+        return codes.masked_fill(~valid_mask(n, codes.shape[1]).unsqueeze(-1), -1), n
 
     def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         _, q, n, vq = self._quantize(wavs, lengths)
         c = self.context(q, n)[-1]
-        neg_idx = sample_negatives(frame_mask(n, q.shape[1]), self.num_negatives, _generator())
+        neg_idx = sample_negatives(valid_mask(n, q.shape[1]), self.num_negatives,
+                                   generator_from_global())
         loss, acc = step_scores(c, q, n, neg_idx, self.steps)
         out = {"contrastive": loss.detach(), "accuracy": acc}
         if self.vq_type == "kmeans":

@@ -23,11 +23,12 @@ from speechssl.nn.conv_encoder import (
     CPC_STRIDES,
     ConvFeatureEncoder,
     MaskedGroupNorm,
-    frame_mask,
     unpadded,
 )
+from speechssl.nn.masking import valid_mask
+from speechssl.nn.random import generator_from_global
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
-from speechssl.upstream.cpc import _generator, future_pairs
+from speechssl.upstream.cpc import future_pairs
 
 
 class CausalConvContext(nn.Module):
@@ -49,7 +50,7 @@ class CausalConvContext(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
         """x: (B, T, C), zero at padded frames; so are the outputs (the masked group norm
         zeroes them, and ReLU keeps the zeros)."""
-        valid = None if unpadded(lengths, x.shape[1]) else frame_mask(lengths, x.shape[1])
+        valid = None if unpadded(lengths, x.shape[1]) else valid_mask(lengths, x.shape[1])
         h, outs = x.transpose(1, 2), []
         for conv, norm in zip(self.convs, self.norms, strict=True):
             y = self.drop(conv(nn.functional.pad(h, (self.kernel - 1, 0))))
@@ -114,6 +115,7 @@ class Wav2Vec(Upstream):
     def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         outs, n = self._layers(wavs, lengths)
         z = outs[0]
-        neg_idx = sample_negatives(frame_mask(n, z.shape[1]), self.num_negatives, _generator())
+        neg_idx = sample_negatives(valid_mask(n, z.shape[1]), self.num_negatives,
+                                   generator_from_global())
         loss, acc = step_scores(outs[-1], z, n, neg_idx, self.steps)
         return {"loss": loss, "accuracy": acc}

@@ -19,100 +19,20 @@ from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
 from speechssl.nn.contrastive import contrastive_logits, gather_frames, info_nce, sample_negatives
-from speechssl.nn.conv_encoder import (
-    WAV2VEC2_KERNELS,
-    WAV2VEC2_STRIDES,
-    ConvFeatureEncoder,
-    frame_mask,
-)
-from speechssl.nn.masking import wav2vec2_mask
+from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES
+from speechssl.nn.masking import valid_mask
 from speechssl.nn.quantize import GumbelQuantizer
-from speechssl.nn.transformer import TransformerEncoder
-from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
-from speechssl.upstream.cpc import _generator
-
-
-class ContextNetwork(nn.Module):
-    """The transformer half of wav2vec 2.0 / HuBERT / data2vec (post-LN, BERT-base style):
-    x + conv positions -> layer norm -> dropout -> layers.
-    (B, T, D) and key padding (B, T) -> [input after the layer norm, each layer's output]."""
-
-    def __init__(self, dim: int, num_layers: int, heads: int, ff_dim: int, dropout: float,
-                 attention_dropout: float, conv_pos_kernel: int, conv_pos_groups: int):
-        super().__init__()
-        self.transformer = TransformerEncoder(dim, num_layers, heads, ff_dim, dropout,
-                                              attention_dropout, norm_first=False,
-                                              position="conv", conv_pos_kernel=conv_pos_kernel,
-                                              conv_pos_groups=conv_pos_groups)
-        self.norm = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, key_padding: Tensor) -> list[Tensor]:
-        if not bool(key_padding.any()):  # nothing padded: no masks at all
-            x = self.norm(self.transformer.add_positions(x))
-            return [x] + self.transformer(self.drop(x))
-        x = self.norm(self.transformer.add_positions(x, key_padding))
-        keep = (~key_padding).unsqueeze(-1)
-        x = x * keep
-        return [x] + [h * keep for h in self.transformer(self.drop(x), key_padding)]
-
-
-class MaskedBackbone(nn.Module):
-    """Waveform -> conv features -> (optionally masked) transformer; shared by wav2vec 2.0,
-    HuBERT and data2vec. Sizes of BASE: conv 512, dim 768, 12 layers, 12 heads, ff 3072."""
-
-    def __init__(self, conv_dim: int = 512, conv_kernels=WAV2VEC2_KERNELS,
-                 conv_strides=WAV2VEC2_STRIDES, conv_norm: str = "group_first",
-                 hidden_size: int = 768, num_layers: int = 12, num_heads: int = 12,
-                 ff_size: int = 3072, dropout: float = 0.1, attention_dropout: float = 0.1,
-                 feature_dropout: float = 0.1, conv_pos_kernel: int = 128,
-                 conv_pos_groups: int = 16, mask_prob: float = 0.065, mask_span: int = 10,
-                 feature_grad_mult: float = 1.0):
-        super().__init__()
-        if not 0.0 <= mask_prob <= 1.0 or mask_span < 1:
-            raise ConfigError(f"upstream.mask_prob={mask_prob} must be in [0, 1] and "
-                              f"upstream.mask_span={mask_span} >= 1")
-        self.features = ConvFeatureEncoder(conv_dim, conv_kernels, conv_strides, norm=conv_norm)
-        self.feature_norm = nn.LayerNorm(conv_dim)
-        self.proj = nn.Linear(conv_dim, hidden_size)
-        self.feature_drop = nn.Dropout(feature_dropout)
-        self.mask_emb = nn.Parameter(torch.empty(hidden_size).uniform_())
-        self.context = ContextNetwork(hidden_size, num_layers, num_heads, ff_size, dropout,
-                                      attention_dropout, conv_pos_kernel, conv_pos_groups)
-        self.mask_prob, self.mask_span = mask_prob, mask_span
-        self.feature_grad_mult = feature_grad_mult
-
-    def encode(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(B, S) -> raw conv features (B, T, C) (for the feature penalty), layer-normed ones
-        (B, T, C), projected (B, T, D), frames (B,). The encoder's gradient is scaled by
-        ``feature_grad_mult`` (0.1 in the paper's BASE)."""
-        raw, n = self.features(wavs, lengths)
-        m = self.feature_grad_mult
-        if m != 1.0 and torch.is_grad_enabled():
-            raw = raw * m + raw.detach() * (1.0 - m)
-        feats = self.feature_norm(raw)
-        return raw, feats, self.proj(self.feature_drop(feats)), n
-
-    def mask(self, n: Tensor, T: int) -> Tensor:
-        return wav2vec2_mask(n, self.mask_prob, self.mask_span, _generator(), max_len=T)
-
-    def contextualize(self, x: Tensor, n: Tensor, mask: Tensor | None = None,
-                      context: nn.Module | None = None) -> list[Tensor]:
-        """x: (B, T, D) projected features; mask (B, T) frames to replace by the mask vector.
-        ``context`` overrides the context network (data2vec's EMA teacher)."""
-        if mask is not None:
-            x = torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
-        pad = ~frame_mask(n, x.shape[1])
-        return (self.context if context is None else context)(x, pad)
-
-
-BACKBONE_DEFAULTS = dict(conv_dim=512, conv_kernels=WAV2VEC2_KERNELS, conv_strides=WAV2VEC2_STRIDES)
+from speechssl.nn.random import generator_from_global
+from speechssl.nn.wav2vec2_backbone import MaskedBackbone
+from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
 
 
 @register_upstream("wav2vec2")
 class Wav2Vec2(Upstream):
     """Hidden states: the transformer input (after conv positions and layer norm) and each
     transformer layer, all ``hidden_size`` wide, 320 samples per frame."""
+
+    tuning_modes = TRANSFORMER_TUNING
 
     contract_options = {"conv_dim": 32, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
                         "ff_size": 64, "conv_pos_kernel": 8, "conv_pos_groups": 4, "final_dim": 16,
@@ -155,18 +75,19 @@ class Wav2Vec2(Upstream):
     def codes(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Quantizer ids (B, T, G) of the unmasked features (-1 at padding), frames (B,)."""
         _, feats, _, n = self.backbone.encode(wavs, lengths)
-        codes = self.quantizer(feats, frame_mask(n, feats.shape[1]))["codes"]
-        return codes.masked_fill(~frame_mask(n, codes.shape[1]).unsqueeze(-1), -1), n
+        codes = self.quantizer(feats, valid_mask(n, feats.shape[1]))["codes"]
+        return codes.masked_fill(~valid_mask(n, codes.shape[1]).unsqueeze(-1), -1), n
 
     def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         raw, feats, x, n = self.backbone.encode(wavs, lengths)
-        valid = frame_mask(n, x.shape[1])
+        valid = valid_mask(n, x.shape[1])
         penalty = raw[valid].float().pow(2).mean()
         mask = self.backbone.mask(n, x.shape[1])
         c = self.final_proj(self.backbone.contextualize(x, n, mask)[-1])
         vq = self.quantizer(feats, valid)
         q = self.project_q(vq["quantized"])
-        neg_idx = sample_negatives(mask, self.num_negatives, _generator())  # other masked frames
+        # distractors: other masked frames of the same utterance
+        neg_idx = sample_negatives(mask, self.num_negatives, generator_from_global())
         logits = contrastive_logits(c[mask], q[mask], gather_frames(q, neg_idx[mask]),
                                     "cosine", self.logit_temp, mask_identical=True)
         contrastive, acc = info_nce(logits)

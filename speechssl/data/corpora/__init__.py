@@ -1,6 +1,6 @@
 """Real corpora read from a user's copy in its published layout (SUPERB, Yang et al. 2021).
 
-Each module scans one layout once and returns manifests with the same fields as the
+Each module registers a reader that scans one layout once and returns manifests with the same fields as the
 synthesized corpus; :func:`load_real_corpus` caches them under ``<data_dir>/corpora/``
 keyed by the corpus root and options, so every corpus is read the same way afterwards.
 """
@@ -13,33 +13,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from speechssl.data.corpora import (
-    fluent_speech_commands,
-    iemocap,
-    librimix,
-    librispeech,
-    quesst14,
-    snips,
-    speech_commands,
-    text,
-    voxceleb1,
-)
 from speechssl.data.corpora.common import cache_dir, write_cache
 from speechssl.errors import ConfigError
+from speechssl.registry import Registry
 
-READERS = {
-    "librispeech": librispeech.scan,
-    "speech_commands": speech_commands.scan,
-    "fluent_speech_commands": fluent_speech_commands.scan,
-    "voxceleb1": voxceleb1.scan,
-    "iemocap": iemocap.scan,
-    "snips": snips.scan,
-    "librimix": librimix.scan,
-    "quesst14": quesst14.scan,
-    "glue": text.scan_glue,  # text sets (speechssl.data.corpora.text)
-    "squad": text.scan_squad,
-    "conllu": text.scan_conllu,
-}
+# name -> scan(root, options, out) -> (manifests, meta, extra); each reader module under
+# speechssl/data/corpora/ registers its own (``@READERS.register("librispeech")``)
+READERS = Registry("corpus", packages=("speechssl.data.corpora",))
 
 # config keys that choose where/how to read, not what is read
 _NOT_OPTIONS = ("name", "root", "rescan")
@@ -71,7 +51,8 @@ def load_real_corpus(cfg, data_dir: str | os.PathLike, progress: bool = True):
 
     name = str(cfg.name)
     if name not in READERS:
-        raise ConfigError(f"unknown corpus {name!r}; available: synth, {', '.join(READERS)}")
+        raise ConfigError(f"unknown corpus {name!r}; available: synth, "
+                          f"{', '.join(READERS.names())}")
     root = corpus_root(cfg)
     opts = options(cfg)
     out = cache_dir(data_dir, name, root, opts)
@@ -79,7 +60,7 @@ def load_real_corpus(cfg, data_dir: str | os.PathLike, progress: bool = True):
     if cfg.get("rescan") or not meta_file.is_file():
         if progress:
             print(f"[corpus] scanning {name} at {root} -> {out}")
-        manifests, meta, extra = READERS[name](root, OmegaConf.create(opts), out)
+        manifests, meta, extra = READERS.get(name)(root, OmegaConf.create(opts), out)
         meta = write_cache(out, name, root, manifests, meta, extra)
     else:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))

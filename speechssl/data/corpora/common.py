@@ -1,6 +1,7 @@
 """Shared pieces of the real-corpus readers: the manifest cache keyed by corpus root and
-options, audio durations from file headers, and line/file checks whose errors name the
-offending file (SUPERB, Yang et al. 2021: every task reads a published corpus layout)."""
+options, audio durations from file headers, line/file checks whose errors name the
+offending file (SUPERB, Yang et al. 2021: every task reads a published corpus layout), and
+the train/dev split and manifests of the text sets (GLUE, SQuAD, CoNLL-U)."""
 
 from __future__ import annotations
 
@@ -157,3 +158,38 @@ _SPACES = re.compile(r"\s+")
 def split_ws(line: str) -> list[str]:
     """Whitespace-split (tabs and runs of spaces alike)."""
     return _SPACES.split(line.strip())
+
+
+# --------------------------------------------------------------------------- text sets
+# GLUE, SQuAD, CoNLL-U: no audio. Where the test labels are hidden (GLUE, SQuAD) the official
+# dev set is our test split and ``corpus.dev_fraction`` of the official training set
+# (chosen by a hash of the item id, so it is stable) is our dev split.
+
+
+def dev_fraction(cfg) -> float:
+    """``corpus.dev_fraction`` (default 0.1): the share of an official training set that
+    becomes our dev split (text sets whose test labels are hidden)."""
+    frac = float(cfg.get("dev_fraction", 0.1))
+    if not 0.0 < frac < 1.0:
+        raise ConfigError(f"corpus.dev_fraction={frac}: must be between 0 and 1")
+    return frac
+
+
+def train_dev_split(items: list[dict], frac: float, where: Path) -> dict[str, list[dict]]:
+    """{"train", "dev"}: ``frac`` of the items (chosen by a hash of the item id, so it is
+    stable) are dev."""
+    dev = [it for it in items if stable_fraction(it["id"]) < frac]
+    train = [it for it in items if stable_fraction(it["id"]) >= frac]
+    if not train or not dev:
+        raise ManifestError(f"{where}: too few items ({len(items)}) for a train/dev split")
+    return {"train": train, "dev": dev}
+
+
+def write_text_manifests(out: Path, subset: str, splits: dict[str, list[dict]],
+                         meta: dict) -> tuple:
+    """Manifests written here (text items have no audio durations); returns what
+    load_real_corpus expects, with the subsets and counts in the meta."""
+    for split, items in splits.items():
+        write_manifest(out / "manifests" / subset / f"{split}.jsonl", items)
+    counts = {subset: {s: len(v) for s, v in splits.items()}}
+    return {}, {"modality": "text", "subsets": [subset], "counts": counts, "hours": {}, **meta}, {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from speechssl.data.corpora import READERS
 from speechssl.data.corpora.common import add_durations, read_csv, strip_labels
 from speechssl.errors import ManifestError
 
@@ -34,6 +35,7 @@ def read_split(root: Path, csv_name: str) -> list[dict]:
     return items
 
 
+@READERS.register("fluent_speech_commands")
 def scan(root: Path, cfg, out: Path) -> tuple[dict, dict, dict]:
     """Manifests ``ic`` (train/dev=valid/test, the published speaker-disjoint splits) and
     ``pretrain``."""

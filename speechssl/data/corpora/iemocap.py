@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from speechssl.data.corpora import READERS
 from speechssl.data.corpora.common import (
     add_durations,
     check_dir,
@@ -60,6 +61,7 @@ def fold(by_session: dict[int, list[dict]], test_session: int, dev_fraction: flo
     return {"train": train, "dev": dev, "test": by_session[test_session]}
 
 
+@READERS.register("iemocap")
 def scan(root: Path, cfg, out: Path) -> tuple[dict, dict, dict]:
     """Manifests ``er-fold1`` .. ``er-fold5``, ``er`` (= fold 1) and ``pretrain``."""
     dev_fraction = float(cfg.get("dev_fraction", 0.2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from speechssl.data.corpora import READERS
 from speechssl.data.corpora.common import (
     add_durations,
     check_dir,
@@ -71,6 +72,7 @@ def read_split(split_dir: Path) -> list[dict]:
     return items
 
 
+@READERS.register("librimix")
 def scan(root: Path, cfg, out: Path) -> tuple[dict, dict, dict]:
     """Manifests ``sd`` (train/dev/test) and ``pretrain`` from ``<root>/{train,dev,test}``."""
     sd = {s: add_durations(read_split(check_dir(root / s, f"LibriMix Kaldi-style {s}")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from speechssl.data.corpora import READERS
 from speechssl.data.corpora.common import (
     add_durations,
     check_dir,
@@ -66,6 +67,7 @@ def read_subset(root: Path, subset: str) -> list[dict]:
     return items
 
 
+@READERS.register("librispeech")
 def scan(root: Path, cfg, out: Path) -> tuple[dict, dict, dict]:
     """Manifests ``asr`` and ``pretrain`` for the splits named by ``corpus.train/dev/test``."""
     lexicon = None

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from pathlib import Path, PurePosixPath
 
+from speechssl.data.corpora import READERS
 from speechssl.data.corpora.common import (
     add_durations,
     check_dir,
@@ -167,6 +168,7 @@ def selected(entries: dict[str, dict], languages: list[str]) -> list[tuple[str, 
     return [(k, e) for k, e in entries.items() if not languages or e["language"] in languages]
 
 
+@READERS.register("quesst14")
 def scan(root: Path, cfg, out: Path) -> tuple[dict, dict, dict]:
     """Manifests ``qbe`` (dev: dev queries + documents; test: eval queries + documents) and
     ``pretrain`` (train: the documents, dev: the dev queries; audio only)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from speechssl.data.corpora import READERS
 from speechssl.data.corpora.common import (
     add_durations,
     check_dir,
@@ -52,6 +53,7 @@ def parse_line(line: str, where: str) -> tuple[str, dict]:
     return words[0], {"text": text, "slots": slots, "intent": tags[-1]}
 
 
+@READERS.register("snips")
 def scan(root: Path, cfg, out: Path) -> tuple[dict, dict, dict]:
     """Manifests ``sf`` and ``pretrain``: a split holds the split folder's utterances whose
     speaker (the file-name prefix) is in ``corpus.<split>_speakers`` (the SUPERB lists)."""

@@ -9,6 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from speechssl.data.audio import save_audio
+from speechssl.data.corpora import READERS
 from speechssl.data.corpora.common import (
     add_durations,
     check_dir,
@@ -86,6 +87,7 @@ def read_test_set(test_root: Path) -> list[dict]:
     return items
 
 
+@READERS.register("speech_commands")
 def scan(root: Path, cfg, out: Path) -> tuple[dict, dict, dict]:
     """Manifest ``ks`` (train/dev/test) and ``pretrain``.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from speechssl.data.corpora import READERS
 from speechssl.data.corpora.common import (
     add_durations,
     check_file,
@@ -79,6 +80,7 @@ def trial_file(root: Path, cfg) -> Path:
                         f"download it into the root or set corpus.trials")
 
 
+@READERS.register("voxceleb1")
 def scan(root: Path, cfg, out: Path) -> tuple[dict, dict, dict]:
     """Manifests ``sid``, ``asv`` (train/test) and ``pretrain``, and ``asv/trials.txt``
     in the synth format ``<1|0> <enroll id> <test id>``."""

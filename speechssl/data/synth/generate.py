@@ -36,7 +36,7 @@ from . import augment as A
 from . import grammar as G
 from .espeak import espeak_version, get_engine
 from .speakers import SPEAKER_BY_ID, SPEAKERS, ensure_voice_overlay, speaker_splits
-from .text import ensure_text_corpus
+from .text_corpus import ensure_text_corpus
 
 FORMAT_VERSION = 2  # 2: utterances carry a phone "alignment"
 SAMPLE_RATE = 16000
@@ -778,5 +778,5 @@ def ensure_corpus(root: str | os.PathLike, size: str = "default", seed: int = 0,
                 raise
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-    ensure_text_corpus(root, size, seed)  # its text twin, beside it (speechssl.data.synth.text)
+    ensure_text_corpus(root, size, seed)  # its text twin, beside it (speechssl.data.synth.text_corpus)
     return final

@@ -1,6 +1,6 @@
-"""The result store (one SQLite file, one row per finished run), the per-cell aggregation
-(dev-selected probe config, mean ± std over seeds, folds averaged), the SUPERB score and
-the markdown table. SUPERB score: Yang et al., 2021 (SUPERB) and superbbenchmark.org."""
+"""Aggregation of the stored runs into upstream x task x corpus cells (dev-selected probe
+config, mean ± std over seeds, folds averaged) and the SUPERB score with the suite's
+reference points (Yang et al., 2021, SUPERB, and superbbenchmark.org)."""
 
 from __future__ import annotations
 
@@ -8,113 +8,18 @@ import fnmatch
 import functools
 import json
 import math
-import sqlite3
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from speechssl.config import RECIPES
 from speechssl.errors import ConfigError
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
-COLUMNS = {
-    "run_id": "TEXT PRIMARY KEY",
-    "timestamp": "REAL",
-    "upstream": "TEXT",
-    "weights_hash": "TEXT",
-    "pretrain_corpus": "TEXT",
-    "task": "TEXT",
-    "corpus": "TEXT",
-    "split": "TEXT",  # the split `test_value` was measured on (NULL in old stores: "test")
-    "metric": "TEXT",
-    "higher_is_better": "INTEGER",
-    "dev_value": "REAL",
-    "test_value": "REAL",
-    "metrics_json": "TEXT",
-    "seed": "INTEGER",
-    "tuning": "TEXT",
-    "trainable_params": "INTEGER",
-    "upstream_params": "INTEGER",
-    "layer_weights": "TEXT",
-    "wall_time_s": "REAL",
-    "config_yaml": "TEXT",
-    "code_version": "TEXT",
-    "run_dir": "TEXT",
-}
 # keys of the downstream config that say which run of a cell this is, not how it was tuned
 # (train_items: a low-resource run is a row of its own, see upstream_label)
 NOT_A_VARIANT = ("fold", "train_items")
-
-
-# ---------------------------------------------------------------- the store
-
-
-def _columns(conn: sqlite3.Connection) -> set[str]:
-    return {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-
-
-def _connect(path: str | Path) -> sqlite3.Connection:
-    """Open (create, or migrate to the current columns) the store at `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = None
-    try:
-        conn = sqlite3.connect(path, timeout=60, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        if set(COLUMNS) - _columns(conn):  # a new store, or one written by an older version
-            conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; re-check under the lock
-            cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
-            conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
-            for name in [k for k in COLUMNS if k not in _columns(conn)]:
-                conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {COLUMNS[name]}")
-            conn.execute("COMMIT")
-    except sqlite3.DatabaseError as e:
-        if conn is not None:
-            conn.close()
-        raise ConfigError(f"leaderboard={path}: not a usable SQLite result store ({e})") from None
-    return conn
-
-
-def record(path: str | Path, row: dict) -> None:
-    """Insert one finished run in one transaction (all columns or nothing)."""
-    unknown = set(row) - set(COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown leaderboard columns: {sorted(unknown)}")
-    row = {"timestamp": time.time(), "split": "test", **row}
-    names = list(row)
-    conn = _connect(path)
-    try:
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(f"INSERT OR REPLACE INTO runs ({', '.join(names)}) VALUES "
-                         f"({', '.join('?' for _ in names)})", [row[n] for n in names])
-    finally:
-        conn.close()
-
-
-def rows(path: str | Path) -> list[dict]:
-    """All runs in the store, oldest first ([] when the store does not exist yet)."""
-    if not Path(path).exists():
-        return []
-    conn = _connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY timestamp")]
-    finally:
-        conn.close()
-
-
-def format_row(row: dict) -> str:
-    """One run as a line: task, upstream, headline metric on dev and test."""
-    extra = json.loads(row.get("metrics_json") or "{}").get("test", {})
-    others = ", ".join(f"{k}={v:.2f}" for k, v in extra.items() if k != row["metric"])
-    return (f"{row['task']} | {upstream_label(row)} ({row['weights_hash']}) | corpus {row['corpus']} | "
-            f"seed {row['seed']} | dev {row['metric']} {row['dev_value']:.2f} | "
-            f"test {row['metric']} {row['test_value']:.2f}" + (f" ({others})" if others else "")
-            + f" | {row['wall_time_s']:.0f} s")
 
 
 # ---------------------------------------------------------------- cells
@@ -155,26 +60,25 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)  # two sections a row
+def _config_section(config_yaml: str, key: str) -> dict:
+    """The `key` section of a run's config_yaml ({} when absent or unreadable)."""
+    try:
+        cfg = yaml.safe_load(config_yaml) or {}
+    except yaml.YAMLError:
+        return {}
+    section = cfg.get(key) if isinstance(cfg, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
 def _downstream_yaml(config_yaml: str) -> dict:
     """The `downstream` section of a run's config_yaml ({} when absent or unreadable)."""
-    try:
-        cfg = yaml.safe_load(config_yaml) or {}
-    except yaml.YAMLError:
-        return {}
-    down = cfg.get("downstream") if isinstance(cfg, dict) else None
-    return down if isinstance(down, dict) else {}
+    return _config_section(config_yaml, "downstream")
 
 
-@functools.lru_cache(maxsize=4096)
 def _tuning_yaml(config_yaml: str) -> dict:
     """The `tuning` section of a run's config_yaml ({} when absent: frozen)."""
-    try:
-        cfg = yaml.safe_load(config_yaml) or {}
-    except yaml.YAMLError:
-        return {}
-    tc = cfg.get("tuning") if isinstance(cfg, dict) else None
-    return tc if isinstance(tc, dict) else {}
+    return _config_section(config_yaml, "tuning")
 
 
 def _run_config(row: dict) -> dict:
@@ -409,77 +313,3 @@ def superb_scores(cells: list[CellResult], suite: dict, corpus: str) -> Scores:
         if vals:
             upstream_scores[u], n_tasks[u] = _mean(vals), len(vals)
     return Scores(task_scores, upstream_scores, n_tasks, list(suite["tasks"]), notes)
-
-
-# ---------------------------------------------------------------- tables
-
-
-def format_value(c: CellResult) -> str:
-    """'75.00', '75.00 ± 1.20 (3 seeds)', with the winning variant when several ran:
-    '70.00 (best on dev: optim.lr=0.001)'."""
-    text = f"{c.test:.2f}"
-    if c.n_seeds > 1:
-        text += f" ± {c.test_std:.2f} ({c.n_seeds} seeds)"
-    if c.n_folds > 1:
-        text += f" [{c.n_folds} folds]"
-    if c.choice:
-        on = "best on dev" if c.selected_on == "dev" else "best on test, no dev score"
-        text += f" ({on}: {c.choice})"
-    return text
-
-
-def format_score(scores: Scores, upstream: str) -> str:
-    if upstream not in scores.upstream:
-        return "n/a"
-    n, total = scores.n_tasks[upstream], len(scores.suite_tasks)
-    return f"{scores.upstream[upstream]:.0f}" + ("" if n == total else f" ({n}/{total} tasks)")
-
-
-def table_rows(cells: list[CellResult], scores: Scores, corpus: str):
-    """(header, rows) of the upstream x task table of one corpus, as strings."""
-    mine = [c for c in cells if c.corpus == corpus]
-    tasks = sorted({c.task for c in mine})
-    by = {(c.upstream, c.task): c for c in mine}
-    metric = {t: next(c.metric for c in mine if c.task == t) for t in tasks}
-    header = ["upstream", *(f"{t} ({metric[t]})" for t in tasks), "SUPERB score"]
-    body = []
-    for u in sorted({c.upstream for c in mine}):
-        vals = [format_value(by[(u, t)]) if (u, t) in by else "" for t in tasks]
-        body.append([u, *vals, format_score(scores, u)])
-    return header, body
-
-
-def table_notes(cells: list[CellResult], scores: Scores, suite: dict, corpus: str) -> list[str]:
-    mine = [c for c in cells if c.corpus == corpus]
-    direction = {c.task: ("higher" if c.higher_is_better else "lower") for c in mine}
-    notes = ["test values; " + ", ".join(f"{t}: {d} is better" for t, d in sorted(direction.items()))]
-    ref = reference_for(suite, corpus)
-    if ref is not None:
-        notes.append(f"SUPERB score (suite {suite.get('name')}): 1000 x (v - baseline) / "
-                     f"(topline - baseline), averaged within a task, then over the "
-                     f"{len(suite['tasks'])} suite tasks; reference points: "
-                     f"{ref.get('provenance', ref['corpus'])}")
-    return notes + scores.notes
-
-
-def markdown_table(records: list[dict], corpus: str | None = None,
-                   suite: dict | None = None) -> str:
-    """Upstream x task table per corpus (markdown): the dev-selected test value of each cell,
-    mean ± std over seeds, and the SUPERB score column, with notes below."""
-    suite = suite if suite is not None else load_suite("superb")
-    cells = aggregate([r for r in records if corpus is None or r["corpus"] == corpus])
-    if not cells:
-        return "(no results yet)"
-    corpora = sorted({c.corpus for c in cells})
-    parts = []
-    for name in corpora:
-        scores = superb_scores(cells, suite, name)
-        header, body = table_rows(cells, scores, name)
-        lines = [] if len(corpora) == 1 else [f"### corpus {name}", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|---|" + "---|" * (len(header) - 1))
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        lines.append("")
-        lines += [f"- {n}" for n in table_notes(cells, scores, suite, name)]
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)

@@ -1,0 +1,91 @@
+"""The run modes (``mode=``): what ``python run.py`` does once the config is checked.
+Each is a function of the config, registered here by name; its work lives in the module
+it imports."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from speechssl.registry import Registry
+
+MODES = Registry("mode")
+
+
+@MODES.register("train")
+def train(cfg: DictConfig) -> None:
+    """Features of the frozen upstream, probe trained on train, best on dev kept, one test
+    evaluation, one leaderboard row; the table after it (a sweep prints it once, at its
+    end: speechssl.report.LeaderboardCallback)."""
+    from speechssl.distributed import is_main
+    from speechssl.report import markdown_table
+    from speechssl.store import rows
+    from speechssl.train import train_cell
+
+    row = train_cell(cfg)
+    if is_main() and not in_sweep():
+        print()
+        print(markdown_table(rows(cfg.leaderboard), corpus=row["corpus"],
+                             suite=OmegaConf.to_container(cfg.suite)))
+
+
+@MODES.register("evaluate")
+def evaluate(cfg: DictConfig) -> None:
+    """Re-score the kept best probe of a trained cell on test."""
+    from speechssl.train import evaluate_cell
+
+    evaluate_cell(cfg)
+
+
+@MODES.register("pretrain")
+def pretrain(cfg: DictConfig) -> None:
+    """Self-supervised pre-training of ``upstream=`` on the corpus (resumes)."""
+    from speechssl.data.corpus import load_corpus
+    from speechssl.distributed import main_first
+    from speechssl.pretrain import pretrain as run_pretraining
+    from speechssl.runtime import resolve_device
+
+    with main_first():  # rank 0 synthesizes the corpus if needed, the others read it
+        corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
+    run_pretraining(cfg, corpus, resolve_device(cfg.device))
+
+
+@MODES.register("synth")
+def synth(cfg: DictConfig) -> None:
+    """Generate the synthesized corpus only."""
+    from speechssl.data.corpus import load_corpus
+
+    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
+    hours = corpus.meta.get("hours", {})
+    print(f"[synth] {corpus.root}: " + ", ".join(f"{k} {v:.2f} h" for k, v in hours.items()))
+
+
+@MODES.register("export")
+def export(cfg: DictConfig) -> None:
+    """Write the upstream's weights as safetensors + yaml."""
+    from speechssl.export import export_upstream
+
+    print(export_upstream(cfg))
+
+
+@MODES.register("leaderboard")
+def leaderboard(cfg: DictConfig) -> None:
+    """The upstream x task table with the SUPERB score; CSV, HTML and plots."""
+    from speechssl.report import report_from_config
+
+    report_from_config(cfg)
+
+
+@MODES.register("compare")
+def compare(cfg: DictConfig) -> None:
+    """Fine-tuned pre-trained upstream vs the same architecture from scratch."""
+    from speechssl.compare import compare as run_compare
+
+    run_compare(cfg)
+
+
+def in_sweep() -> bool:
+    """True inside a Hydra multirun job (`python run.py -m ...`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

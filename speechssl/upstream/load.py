@@ -1,0 +1,129 @@
+"""Where an upstream comes from: built from its config (name + options), loaded from a
+checkpoint file, or taken from its pre-training run on the corpus (pre-trained first when
+there is none), then frozen; and the identity of those pre-training runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from speechssl.checkpoint import load_weights, read_metadata, state_hash
+from speechssl.data.corpus import Corpus
+from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.runtime import config_hash
+from speechssl.upstream.base import Upstream, build_upstream
+
+RESERVED = ("name", "ckpt", "pretrain")  # upstream config keys that are not model options
+
+# pre-training options that do not change the weights (``steps``: a longer budget continues
+# the same run, from its last checkpoint)
+NOT_A_RECIPE = ("steps", "log_every", "save_every")
+
+
+def upstream_options(cfg_up: DictConfig) -> dict:
+    """The constructor options of ``cfg.upstream`` (everything but name, ckpt, pretrain)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg_up, resolve=True).items()
+            if k not in RESERVED}
+
+
+def build_from_config(cfg_up: DictConfig) -> Upstream:
+    """A freshly initialised upstream of ``cfg.upstream``'s class and options."""
+    return build_upstream(cfg_up.name, **upstream_options(cfg_up))
+
+
+def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def pretrain_recipe(cfg_up: DictConfig) -> dict:
+    """The pre-training options that change the weights reached at a given step."""
+    pc = OmegaConf.to_container(cfg_up.get("pretrain") or {}, resolve=True)
+    return {k: v for k, v in pc.items() if k not in NOT_A_RECIPE}
+
+
+def pretrain_dir(cfg: DictConfig, corpus: Corpus) -> Path:
+    """One directory per (upstream, corpus, architecture, pre-training recipe): another lr or
+    batch size is another run, a longer budget continues the same one. A run made before the
+    recipe was part of the name (the directory named by the architecture alone) is still
+    found when its saved recipe is the one asked for."""
+    root = Path(cfg.out_dir) / "pretrain" / cfg.upstream.name / corpus.name
+    arch = {"name": cfg.upstream.name, **upstream_options(cfg.upstream)}
+    recipe = pretrain_recipe(cfg.upstream)
+    legacy = root / config_hash(arch)
+    if (legacy / "config.yaml").is_file() and \
+            pretrain_recipe(OmegaConf.load(legacy / "config.yaml")) == recipe:
+        return legacy
+    return root / config_hash({**arch, "pretrain": recipe})
+
+
+def check_not_longer(run: Path, done: int, steps: int) -> None:
+    """A run already past the asked budget is never used silently as a shorter one."""
+    if done > steps:
+        raise ConfigError(f"{run} is pre-trained for {done} steps, more than "
+                          f"upstream.pretrain.steps={steps}: set upstream.pretrain.steps={done}, "
+                          f"or upstream.ckpt={run / 'model.safetensors'}, or another out_dir "
+                          "for a shorter run")
+
+
+@dataclass
+class UpstreamInfo:
+    weights_hash: str
+    source: str  # "none" (no weights), a checkpoint path
+    pretrain_corpus: str
+    params: int
+
+    def tag(self, name: str) -> str:
+        return f"{name}-{self.weights_hash[:8]}"
+
+
+def load_upstream(cfg: DictConfig, corpus: Corpus,
+                  device: torch.device) -> tuple[Upstream, UpstreamInfo]:
+    """The frozen upstream for a downstream cell: ``upstream.ckpt`` if given, else the
+    pre-training run of this upstream on this corpus, else a new one (said out loud)."""
+    model = build_from_config(cfg.upstream)
+    pretrain_corpus = ""
+    if cfg.upstream.get("ckpt"):
+        path = Path(cfg.upstream.ckpt)
+        meta = load_weights(path, model)
+        if meta.get("upstream") not in (None, cfg.upstream.name):
+            raise SpeechSSLError(f"{path}: checkpoint of upstream {meta['upstream']!r}, "
+                                 f"not {cfg.upstream.name!r}")
+        source, weights_hash = str(path), state_hash(model)
+        pretrain_corpus = meta.get("corpus", "")
+    elif not model.can_pretrain:
+        source = "none"
+        weights_hash = model.weights_hash() or config_hash(
+            {"name": cfg.upstream.name, **upstream_options(cfg.upstream)}, n=12)
+    else:
+        path = pretrained_weights(cfg, corpus, device)
+        meta = load_weights(path, model)
+        source, weights_hash = str(path), state_hash(model)
+        pretrain_corpus = meta.get("corpus", corpus.name)
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, UpstreamInfo(weights_hash, source, pretrain_corpus, count_params(model))
+
+
+def pretrained_weights(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
+    """The weights of this upstream's pre-training run on ``corpus`` at the recipe's
+    budget: the finished run, or the run pre-trained (on) now."""
+    from speechssl.pretrain import pretrain
+
+    steps = cfg.upstream.pretrain.steps
+    path = pretrain_dir(cfg, corpus) / "model.safetensors"
+    if not path.is_file():
+        print(f"[upstream] no pre-trained {cfg.upstream.name} for corpus {corpus.name} yet: "
+              f"pre-training it now with the recipe's budget ({steps} steps)")
+        return pretrain(cfg, corpus, device)
+    done = int(read_metadata(path).get("steps", steps))
+    if done < steps:
+        print(f"[upstream] the pre-trained {cfg.upstream.name} has {done} steps, the "
+              f"recipe asks for {steps}: pre-training it on")
+        path = pretrain(cfg, corpus, device)
+    check_not_longer(path.parent, done, steps)
+    print(f"[upstream] using pre-trained {cfg.upstream.name}: {path}")
+    return path
