@@ -9,7 +9,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+# importing speechssl.config also stores the class defaults the recipes compose on
+from speechssl.config import RECIPES  # noqa: E402
 
 torch.set_num_threads(2)
 
