@@ -1,11 +1,14 @@
-"""Helpers shared by the benchmark scripts: medians, markdown tables, machine facts.
+"""Helpers shared by the benchmark scripts: medians, markdown tables, machine facts, and
+the project's config composition (:func:`compose_config`).
 
-Standard library and torch only: bench_upstream_throughput.py also imports this module in
-its s3prl worker process, which must not import speechssl.
+Standard library and torch only at import time: bench_upstream_throughput.py also imports
+this module in its s3prl worker process, which must not import speechssl (hydra and
+speechssl are imported inside :func:`compose_config` only).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -21,6 +24,48 @@ def add_repo_to_path() -> None:
     """Make ``import speechssl`` work when a script is run as ``python benchmarks/x.py``."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+
+
+def compose_config(overrides=()):
+    """The full config of a run, composed by Hydra from ``speechssl.config.RECIPES`` with
+    ``overrides`` exactly as ``python run.py`` composes it (e.g. ``["upstream=apc",
+    "downstream=ks", "corpus.size=tiny"]``): a recipe option added later reaches the
+    benchmarks too. Build from it with ``downstream.base.task_from_config(cfg.downstream)``
+    and ``speechssl.upstream.load.build_from_config(cfg.upstream)``."""
+    add_repo_to_path()
+    from hydra import compose, initialize_config_dir
+
+    from speechssl.config import RECIPES
+
+    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def option_overrides(group: str, options: dict) -> list[str]:
+    """Hydra overrides that set (or add) ``group.key=value`` for each of ``options``,
+    e.g. ``{"hidden_size": 768}`` -> ``["++upstream.hidden_size=768"]``."""
+    return [f"++{group}.{k}={json.dumps(v)}" for k, v in options.items()]
+
+
+def set_overrides(group: str, items: list[str], error) -> list[str]:
+    """``KEY=VALUE`` command-line items (``--set`` / ``--upstream-set``; values in Hydra's
+    override syntax, which reads numbers, booleans and lists as YAML does) -> Hydra
+    overrides of ``group``; ``error(message)`` on an item without ``=``."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            error(f"{item!r}: expected KEY=VALUE")
+        out.append(f"++{group}.{key}={value}")
+    return out
+
+
+def fill_sizes(args, **sizes) -> None:
+    """The sizes left unset on the command line (None) -> their default: ``name=(full,
+    quick)``, the quick one under ``--quick``; a size given explicitly wins either way."""
+    for key, (full, quick) in sizes.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
 
 
 def median(xs) -> float:

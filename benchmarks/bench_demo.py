@@ -13,6 +13,9 @@ The test WER and the per-stage lines the run prints are collected from its outpu
     python benchmarks/bench_demo.py --size tiny      # same budgets, tiny corpus
     python benchmarks/bench_demo.py --quick          # tiny corpus, cut budgets (~1 minute)
     python benchmarks/bench_demo.py --repeats 3      # medians of 3 cold and 3 warm runs
+
+The overrides are checked against the project's config (speechssl.config.check_overrides,
+what run.py does first) before any run starts. The script exits with 1 when a run fails.
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, fmt, load_average, machine_header, median, table  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    add_repo_to_path,
+    fmt,
+    load_average,
+    machine_header,
+    median,
+    table,
+)
 
 QUICK_OVERRIDES = ["upstream.pretrain.steps=2", "upstream.pretrain.batch_seconds=10",
                    "downstream.optim.max_steps=10", "downstream.optim.eval_every=10"]
@@ -64,16 +75,26 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="cold and warm runs each")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs run.py")
     p.add_argument("--keep", action="store_true", help="keep the temporary dirs")
+    p.add_argument("--tmp", default=None,
+                   help="where the runs' data_dir / out_dir go (default: the system temp dir)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for run.py")
     args = p.parse_args()
     overrides = [f"corpus.size={'tiny' if args.quick else args.size}"]
     overrides += (QUICK_OVERRIDES if args.quick else []) + args.overrides
+    add_repo_to_path()
+    from speechssl.config import check_overrides
+    from speechssl.errors import ConfigError
+
+    try:  # a stale override fails here, at once, not in the child after minutes
+        check_overrides(["upstream=apc", "downstream=asr", *overrides])
+    except ConfigError as e:
+        sys.exit(f"bench_demo.py: {e}")
 
     print(f"# end-to-end demo: python run.py upstream=apc downstream=asr\n\n{machine_header()}")
     print(f"- command: `{' '.join([sys.executable] + sys.argv)}`")
     print(f"- run.py overrides: `{' '.join(overrides)}` (plus fresh data_dir / out_dir); "
           f"{args.repeats} cold and {args.repeats} warm run(s), alternating\n", flush=True)
-    root = Path(tempfile.mkdtemp(prefix="bench-demo-"))
+    root = Path(tempfile.mkdtemp(prefix="bench-demo-", dir=args.tmp))
     results: dict[str, list[dict]] = {"cold": [], "warm": []}
     try:
         for r in range(args.repeats):
@@ -118,6 +139,8 @@ def main() -> None:
             print(f"- kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+    if any(x["rc"] != 0 for x in results["cold"] + results["warm"]):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

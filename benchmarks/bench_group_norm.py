@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_repo_to_path, load_average, machine_header, median, table  # noqa: E402
+from _common import (  # noqa: E402
+    add_repo_to_path,
+    fill_sizes,
+    load_average,
+    machine_header,
+    median,
+    table,
+)
 
 add_repo_to_path()
 from speechssl.nn.conv_encoder import MaskedGroupNorm  # noqa: E402
@@ -39,10 +46,11 @@ def per_sequence(norm: MaskedGroupNorm, x: torch.Tensor, mask: torch.Tensor) -> 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=None, help="default 5 (--quick: 3)")
     args = p.parse_args()
     B, C, T = (2, 512, 8000) if args.quick else (8, 512, 16000)
-    repeats = 3 if args.quick else args.repeats
+    fill_sizes(args, repeats=(5, 3))
+    repeats = args.repeats
     torch.set_num_threads(2)
     print(f"# MaskedGroupNorm vs F.group_norm\n\n{machine_header()}")
     print(f"- command: `{' '.join([sys.executable] + sys.argv)}`")

@@ -4,8 +4,9 @@
 
 A step is what ``speechssl/pretrain.py`` runs: ``pretrain_loss`` forward (under
 ``speechssl.runtime.autocast``), backward, gradient clipping, AdamW step, ``after_step``.
-Each upstream is built from its recipe (the CPU default size; ``--set KEY=VALUE`` changes
-it, e.g. ``--set hidden_size=768``) with random weights and trained on one fixed batch of
+Each upstream is built from its recipe as run.py composes it (``upstream=NAME``: the CPU
+default size; ``--set KEY=VALUE`` adds the override ``upstream.KEY=VALUE``, e.g.
+``--set hidden_size=768``) with random weights and trained on one fixed batch of
 seeded noise (default 4 x 10 s); the two precisions alternate repeat by repeat (each
 starting from the same weights), so load drifts hit both alike. Printed: median ms per
 step, the speed-up fp32 / bf16 (> 1: bf16 is faster) and, on CUDA, the peak memory of each.
@@ -13,6 +14,7 @@ step, the speed-up fp32 / bf16 (> 1: bf16 is faster) and, on CUDA, the peak memo
     python benchmarks/bench_pretrain_step.py                          # every audio upstream
     python benchmarks/bench_pretrain_step.py --device cuda --batch 8
     python benchmarks/bench_pretrain_step.py --only apc,wav2vec2 --repeats 3
+    python benchmarks/bench_pretrain_step.py --quick     # 2 x 1 s, 1 repeat of 1 step
 
 HuBERT is left out: its targets need a k-means fit on a corpus (``prepare``), which is not
 a step; its step is wav2vec 2.0's encoder with a classification loss.
@@ -29,22 +31,28 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, add_repo_to_path, fmt, machine_header, median, table  # noqa: E402
+from _common import (  # noqa: E402
+    add_repo_to_path,
+    compose_config,
+    fill_sizes,
+    fmt,
+    machine_header,
+    median,
+    set_overrides,
+    table,
+)
 
 UPSTREAMS = ("apc", "vq_apc", "npc", "mockingjay", "tera", "vqvae", "cpc", "wav2vec",
              "vq_wav2vec", "wav2vec2", "data2vec")
 
 
-def build(name: str, overrides: dict) -> torch.nn.Module:
-    import yaml
+def build(name: str, overrides: list[str]) -> torch.nn.Module:
+    """A random-init upstream of the composed config ``upstream=name`` + ``overrides``."""
+    from speechssl.upstream.load import build_from_config
 
-    from speechssl.upstream import build_upstream
-
-    recipe = yaml.safe_load((REPO / "recipes" / "upstream" / f"{name}.yaml").read_text())
-    opts = {k: v for k, v in recipe.items() if k not in ("name", "ckpt", "pretrain")}
-    opts.update(overrides)
+    cfg = compose_config([f"upstream={name}", *overrides])
     torch.manual_seed(0)
-    return build_upstream(name, **opts)
+    return build_from_config(cfg.upstream)
 
 
 def sync(device: torch.device) -> None:
@@ -83,35 +91,45 @@ def time_steps(model, state: dict, wavs, lengths, device, precision: str, steps:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="2 x 1 s batch, 1 repeat of 1 step; a CUDA device that is absent "
+                        "falls back to the CPU")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--only", default="", help="comma-separated upstream names")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--repeats", type=int, default=3, help="alternating fp32/bf16 repeats")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per repeat (median)")
+    p.add_argument("--batch", type=int, default=None, help="default 4 (--quick: 2)")
+    p.add_argument("--seconds", type=float, default=None, help="default 10 (--quick: 1)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="alternating fp32/bf16 repeats (default 3, --quick: 1)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per repeat (median; default 3, --quick: 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU intra-op threads")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="upstream option for every model, e.g. hidden_size=768")
     args = p.parse_args()
+    fill_sizes(args, batch=(4, 2), seconds=(10.0, 1.0), repeats=(3, 1), steps=(3, 1))
     add_repo_to_path()
-    import yaml
-
     from speechssl.runtime import resolve_device
 
+    note = ""
+    if args.quick and args.device.startswith("cuda") and not torch.cuda.is_available():
+        note = f"- NOTE: --device {args.device}: CUDA is not available, ran on the CPU\n"
+        args.device = "cpu"
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = set_overrides("upstream", args.set, lambda msg: p.error(f"--set {msg}"))
     names = [n for n in args.only.split(",") if n] or list(UPSTREAMS)
     g = torch.Generator().manual_seed(0)
     wavs = (0.1 * torch.randn(args.batch, int(args.seconds * 16000), generator=g)).to(device)
     lengths = torch.full((args.batch,), wavs.shape[1], dtype=torch.long, device=device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(machine_header())
-    print(f"- device: {where}; batch {args.batch} x {args.seconds:g} s; {args.repeats} repeats x "
-          f"{args.steps} steps per precision, alternating; options {overrides or 'recipe'}\n")
+    options = " ".join(o.removeprefix("++") for o in overrides)
+    print(f"{note}- device: {where}; batch {args.batch} x {args.seconds:g} s; {args.repeats} "
+          f"repeats x {args.steps} steps per precision, alternating; options "
+          f"{options or 'recipe'}\n")
     rows = []
     for name in names:
-        model = build(name, {k: v for k, v in overrides.items()}).to(device)
+        model = build(name, overrides).to(device)
         state = copy.deepcopy(model.state_dict())
         time_steps(model, state, wavs, lengths, device, "fp32", 1)  # warm-up
         time_steps(model, state, wavs, lengths, device, "bf16", 1)

@@ -4,8 +4,8 @@ extraction (the upstream forward on every step, as s3prl's downstream runner doe
 same task, same probe, same batches, in one run.
 
 Path 1 (cache): every train item's features are extracted once
-(speechssl.cache.extract_features, fp16, all layers), then each probe step reads its batch
-with speechssl.cache.collate_features and does forward + backward + AdamW step.
+(speechssl.features.extract_features, fp16, all layers), then each probe step reads its batch
+with speechssl.features.collate_features and does forward + backward + AdamW step.
 Path 2 (on the fly): each step loads the batch's audio from disk (AudioDataset +
 collate_audio, as the cache's extraction does), runs the frozen upstream under
 torch.inference_mode, stacks its layers and does the same probe step.
@@ -33,21 +33,28 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, add_repo_to_path, fmt, load_average, machine_header, median, table  # noqa: E402
+from _common import (  # noqa: E402
+    add_repo_to_path,
+    compose_config,
+    fill_sizes,
+    fmt,
+    load_average,
+    machine_header,
+    median,
+    set_overrides,
+    table,
+)
 
 add_repo_to_path()
 
-from omegaconf import OmegaConf  # noqa: E402
-
-from downstream.base import build_task  # noqa: E402
-from speechssl.cache import collate_features, extract_features  # noqa: E402
+from downstream.base import task_from_config  # noqa: E402
 from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio  # noqa: E402
 from speechssl.data.corpus import load_corpus  # noqa: E402
+from speechssl.features import collate_features, extract_features  # noqa: E402
 from speechssl.featurizer import Featurizer  # noqa: E402
-from speechssl.upstream import build_upstream  # noqa: E402
+from speechssl.upstream.load import build_from_config  # noqa: E402
 
 
 # The probe of speechssl.train (featurizer + task head, trained on the task's loss), restated
@@ -62,28 +69,16 @@ class Probe(torch.nn.Module):
         return self.task.loss(self.head, self.featurizer(layers), lengths, batch)
 
 
-def task_from_config(cfg_down):
-    opts = {k: v for k, v in OmegaConf.to_container(cfg_down, resolve=True).items()
-            if k not in ("name", "optim", "featurizer")}
-    return build_task(cfg_down.name, **opts)
-
-
-def recipe(group: str, name: str):
-    return OmegaConf.load(REPO / "recipes" / group / f"{name}.yaml")
-
-
-def build_cell(upstream_name: str, task_name: str, corpus, upstream_set: dict | None = None):
-    """(task, train items, frozen upstream, downstream config), as train.prepare_cell;
-    ``upstream_set`` overrides the recipe's upstream options (e.g. a paper size)."""
-    cfg_down = recipe("downstream", task_name)
+def build_cell(cfg, corpus):
+    """(task, train items, frozen upstream, downstream config) of the composed config
+    ``cfg`` (its upstream and downstream recipes plus the command line's overrides), as
+    train.prepare_cell builds them, with a random-init upstream."""
+    cfg_down = cfg.downstream
     task = task_from_config(cfg_down)
     train_items = task.splits(corpus)["train"]
     task.setup(train_items)
-    up_cfg = OmegaConf.to_container(recipe("upstream", upstream_name), resolve=True)
-    opts = {k: v for k, v in up_cfg.items() if k not in ("name", "ckpt", "pretrain")}
-    opts.update(upstream_set or {})
     torch.manual_seed(0)
-    upstream = build_upstream(upstream_name, **opts).eval()
+    upstream = build_from_config(cfg.upstream).eval()
     task.frame_shift = upstream.downsample_rate / upstream.sample_rate
     task.device = "cpu"
     return task, train_items, upstream, cfg_down
@@ -151,8 +146,9 @@ def run_on_the_fly(upstream, items, batches, task, cfg_down, n_steps: int,
 
 
 def bench_cell(upstream_name, task_name, corpus, args) -> tuple[list, str]:
-    task, items, upstream, cfg_down = build_cell(upstream_name, task_name, corpus,
-                                                 args.upstream_sets)
+    cfg = compose_config([*args.common, f"upstream={upstream_name}", f"downstream={task_name}",
+                          *args.upstream_overrides])
+    task, items, upstream, cfg_down = build_cell(cfg, corpus)
     audio_s = sum(float(it["duration"]) for it in items)
     extract_s, feats = [], None
     for _ in range(args.extract_repeats):
@@ -200,32 +196,31 @@ def main() -> None:
                    help="where the corpus is synthesized (reused when present)")
     p.add_argument("--cells", default="apc:ks,mockingjay:pr",
                    help="comma-separated upstream:task pairs")
-    p.add_argument("--cache-steps", type=int, default=100)
-    p.add_argument("--fly-steps", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--extract-repeats", type=int, default=3)
+    p.add_argument("--cache-steps", type=int, default=None, help="default 100 (--quick: 20)")
+    p.add_argument("--fly-steps", type=int, default=None, help="default 5 (--quick: 2)")
+    p.add_argument("--repeats", type=int, default=None, help="default 3 (--quick: 2)")
+    p.add_argument("--extract-repeats", type=int, default=None, help="default 3 (--quick: 1)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--upstream-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an upstream option of every cell, e.g. hidden_size=768 "
-                        "(repeatable; values parsed as YAML)")
+                        "(repeatable; a Hydra override of upstream.KEY)")
     args = p.parse_args()
-    upstream_set = {}
-    for item in args.upstream_set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            p.error(f"--upstream-set {item!r}: expected KEY=VALUE")
-        upstream_set[key] = yaml.safe_load(value)
-    args.upstream_sets = upstream_set
-    if args.quick:
-        args.cache_steps, args.fly_steps, args.repeats, args.extract_repeats = 20, 2, 2, 1
+    args.upstream_overrides = set_overrides("upstream", args.upstream_set,
+                                            lambda msg: p.error(f"--upstream-set {msg}"))
+    fill_sizes(args, cache_steps=(100, 20), fly_steps=(5, 2), repeats=(3, 2),
+               extract_repeats=(3, 1))
     torch.set_num_threads(args.threads)
+    # the config of run.py (recipes/config.yaml and its groups), composed per cell from these
+    args.common = [f"corpus.size={args.size}", f"data_dir={args.data_dir}", "device=cpu",
+                   "progress=false"]
+    cfg = compose_config([*args.common, *args.upstream_overrides])
+    upstream_set = {item.partition("=")[0]: cfg.upstream[item.partition("=")[0]]
+                    for item in args.upstream_set}
 
     print(f"# probe training: cached features vs on-the-fly extraction\n\n{machine_header()}")
     print(f"- command: `{' '.join([sys.executable] + sys.argv)}`")
-    corpus_cfg = recipe("corpus", "synth")
-    corpus_cfg.size = args.size
     t0 = time.perf_counter()
-    corpus = load_corpus(corpus_cfg, args.data_dir, progress=False)
+    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=False)
     print(f"- corpus: {corpus.root} (ready in {time.perf_counter() - t0:.1f} s)")
     print(f"- {args.cache_steps} cached / {args.fly_steps} on-the-fly steps per repeat, "
           f"{args.repeats} repeats (alternating), {args.extract_repeats} extraction run(s); "

@@ -26,7 +26,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_repo_to_path, fmt, load_average, machine_header, median, table  # noqa: E402
+from _common import (  # noqa: E402
+    add_repo_to_path,
+    fill_sizes,
+    fmt,
+    load_average,
+    machine_header,
+    median,
+    table,
+)
 
 add_repo_to_path()
 
@@ -54,13 +62,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1 repeat per setting")
     p.add_argument("--size", default="tiny")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=None, help="default 3 (--quick: 1)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="the parallel setting (default: os.cpu_count())")
     p.add_argument("--tmp", default=tempfile.gettempdir(), help="where the runs write")
     args = p.parse_args()
-    if args.quick:
-        args.repeats = 1
+    fill_sizes(args, repeats=(3, 1))
 
     print(f"# corpus synthesis throughput\n\n{machine_header()}")
     print(f"- command: `{' '.join([sys.executable] + sys.argv)}`")

@@ -3,8 +3,8 @@
 architecture, in one run.
 
 Each upstream is built with random weights at the paper / s3prl size (the overrides in
-SPECS below, on top of recipes/upstream/<name>.yaml) and run frozen (eval mode,
-torch.inference_mode, torch.set_num_threads(2)) on one fixed batch (default 8 x 10 s of
+SPECS below, on top of the config run.py composes for ``upstream=<name>``) and run frozen
+(eval mode, torch.inference_mode, torch.set_num_threads(2)) on one fixed batch (default 8 x 10 s of
 seeded noise). Our side runs in this process; s3prl's runs in a worker process started
 with another interpreter (``--s3prl-python``, a venv with ``pip install s3prl``: see
 benchmarks/README.md), which builds s3prl's own UpstreamExpert classes from a checkpoint
@@ -18,6 +18,7 @@ measured in the same run).
 
     python benchmarks/bench_upstream_throughput.py                 # 8 x 10 s, 5 repeats
     python benchmarks/bench_upstream_throughput.py --quick         # 2 x 2 s, 3 repeats
+        (without the s3prl venv, --quick times ours alone instead of stopping)
     python benchmarks/bench_upstream_throughput.py --only apc,wav2vec2 --profile wav2vec2
 
 The same file is the s3prl worker (``--worker``): in that mode it never imports speechssl.
@@ -38,12 +39,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    REPO,
-    add_repo_to_path,
+    compose_config,
+    fill_sizes,
     fmt,
     load_average,
     machine_header,
     median,
+    option_overrides,
     table,
 )
 
@@ -155,17 +157,13 @@ def time_call(fn) -> float:
 # ---------------------------------------------------------------------------------------
 
 def build_ours(name: str) -> torch.nn.Module:
-    """Our upstream from its recipe, with SPECS' size overrides, random weights."""
-    add_repo_to_path()
-    import yaml
+    """Our upstream of the composed config ``upstream=name`` with SPECS' size overrides,
+    random weights."""
+    cfg = compose_config([f"upstream={name}", *option_overrides("upstream", SPECS[name][0])])
+    from speechssl.upstream.load import build_from_config
 
-    from speechssl.upstream import build_upstream
-
-    recipe = yaml.safe_load((REPO / "recipes" / "upstream" / f"{name}.yaml").read_text())
-    opts = {k: v for k, v in recipe.items() if k not in ("name", "ckpt", "pretrain")}
-    opts.update(SPECS[name][0])
     torch.manual_seed(0)
-    return build_upstream(name, **opts).eval()
+    return build_from_config(cfg.upstream).eval()
 
 
 def ours_call(model, wavs: torch.Tensor):
@@ -383,10 +381,12 @@ def profile(fn, rows: int = 15) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="2 x 2 s batch, 3 repeats")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true",
+                   help="2 x 2 s batch, 3 repeats, shorter matmul references; without the "
+                        "s3prl interpreter, ours alone")
+    p.add_argument("--batch", type=int, default=None, help="default 8 (--quick: 2)")
+    p.add_argument("--seconds", type=float, default=None, help="default 10 (--quick: 2)")
+    p.add_argument("--repeats", type=int, default=None, help="default 5 (--quick: 3)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default="", help="comma-separated upstream names")
@@ -398,8 +398,11 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    # seconds of the matmul reference: at the start and the end, and before each upstream
+    peak_s, row_peak_s = 2.0, 1.0
     if args.quick:
-        args.batch, args.seconds, args.repeats = 2, 2.0, 3
+        peak_s, row_peak_s = 0.5, 0.25
+    fill_sizes(args, batch=(8, 2), seconds=(10.0, 2.0), repeats=(5, 3))
     torch.set_num_threads(args.threads)
     names = [n for n in args.only.split(",") if n] or list(SPECS)
     unknown = set(names) - set(SPECS)
@@ -415,6 +418,10 @@ def main() -> None:
     print(f"- command: `{cmd}`\n")
 
     wk = None
+    if args.s3prl_python and args.quick and not Path(args.s3prl_python).exists():
+        print(f"- NOTE: --s3prl-python {args.s3prl_python} not found: s3prl skipped "
+              f"(benchmarks/README.md builds that venv)")
+        args.s3prl_python = ""
     if args.s3prl_python:
         if not Path(args.s3prl_python).exists():
             sys.exit(f"--s3prl-python {args.s3prl_python} not found: build the s3prl venv "
@@ -426,8 +433,8 @@ def main() -> None:
 
     wavs = make_batch(args.batch, args.seconds)
     audio_s = args.batch * args.seconds
-    peak = matmul_peak()
-    peak_s3 = wk.ask(op="peak")["gflops"] if wk else None
+    peak = matmul_peak(peak_s)
+    peak_s3 = wk.ask(op="peak", seconds=peak_s)["gflops"] if wk else None
     print(f"- fp32 matmul peak (2048^2, {args.threads} threads): ours process "
           f"{peak:.1f} GFLOP/s, s3prl process {fmt(peak_s3)} GFLOP/s\n", flush=True)
 
@@ -447,8 +454,8 @@ def main() -> None:
             else:
                 s3.update(wk.ask(op="flops", name=name))
         # the matmul reference right before this upstream, in each process (load drifts)
-        row_peak = matmul_peak(1.0)
-        row_peak_s3 = wk.ask(op="peak", seconds=1.0)["gflops"] if has_s3 else None
+        row_peak = matmul_peak(row_peak_s)
+        row_peak_s3 = wk.ask(op="peak", seconds=row_peak_s)["gflops"] if has_s3 else None
         for _ in range(args.warmup):
             time_call(fn)
             if has_s3:
@@ -491,7 +498,7 @@ def main() -> None:
 
     if wk:
         wk.close()
-    peak_end = matmul_peak()
+    peak_end = matmul_peak(peak_s)
     print(table(["upstream", "params M ours", "params M s3prl", "audio s/s ours",
                  "audio s/s s3prl", "ours/s3prl", "GFLOP/batch ours", "GFLOP/batch s3prl",
                  "GFLOP/s ours (% of matmul ref)", "GFLOP/s s3prl (% of matmul ref)"], rows))

@@ -1,0 +1,77 @@
+"""Smoke tests of benchmarks/: every script runs in its quick mode on the tiny corpus, with
+its outputs under tmp_path, and prints its result table. No timing is asserted: this only
+keeps the scripts from rotting while the package changes under them.
+
+Each runs as ``python benchmarks/<script> --quick ...`` in a subprocess (cwd tmp_path), with
+one torch thread where the script takes ``--threads`` (``num_threads=1`` for run.py), so a
+busy machine does not make them crawl. What the quick modes skip when it is absent (the
+s3prl venv of bench_upstream_throughput.py, a GPU for bench_pretrain_step.py) is skipped
+by the scripts themselves, said in their output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+S3PRL_PYTHON = os.environ.get("S3PRL_PYTHON", "/tmp/s3prl-venv/bin/python")
+
+# script -> (arguments after --quick: {data} = the tiny corpus's data dir, {tmp} = tmp_path;
+# lines its stdout must contain)
+CASES = {
+    "bench_group_norm.py": (
+        [],
+        ["# MaskedGroupNorm vs F.group_norm", "| groups | implementation | median ms |",
+         "| 512 | F.group_norm whole batch (no padding) |"]),
+    "bench_synth.py": (
+        ["--tmp", "{tmp}"],
+        ["# corpus synthesis throughput", "| setting | utterances | audio s |",
+         "| num_workers=1 |", "speed-up vs 1 worker"]),
+    "bench_probe_cache.py": (
+        ["--data-dir", "{data}", "--threads", "1"],
+        ["# probe training: cached features vs on-the-fly extraction",
+         "| cell | layers x dim | train items |", "| apc x ks | 3 x 512 |",
+         "| mockingjay x pr |", "- speed-up = on-the-fly s/step / cached s/step"]),
+    "bench_pretrain_step.py": (
+        ["--threads", "1", "--device", "cuda"],  # the CPU when there is no GPU
+        ["| upstream | params M | ms/step fp32 | ms/step bf16 | fp32 / bf16 |",
+         "| apc |", "| mockingjay |", "| wav2vec2 |", "| data2vec |"]),
+    "bench_upstream_throughput.py": (
+        ["--threads", "1", "--batch", "1", "--seconds", "1", "--repeats", "1"],
+        ["# upstream forward throughput: ours vs s3prl", "| upstream | params M ours |",
+         "| ours/s3prl |", "| apc |", "| wav2vec2 |", "| mfcc |",
+         "- ratio = s3prl median time / our median time", "Architectures compared:"]),
+    "bench_demo.py": (
+        ["--tmp", "{tmp}", "num_threads=1"],
+        ["# end-to-end demo: python run.py upstream=apc downstream=asr",
+         "| run | median wall | peak RSS |", "| cold |", "| warm |",
+         "- cold / warm wall time:"]),
+}
+
+
+def test_every_script_has_a_case():
+    scripts = {p.name for p in BENCHMARKS.glob("bench_*.py")}
+    assert scripts == set(CASES)
+
+
+@pytest.mark.parametrize("script", list(CASES))
+def test_quick_mode(script, data_dir, tmp_path):
+    args, expected = CASES[script]
+    args = [a.format(data=data_dir, tmp=tmp_path) for a in args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    log = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, log
+    for line in expected:
+        assert line in proc.stdout, f"{line!r} not printed\n{log}"
+    if script == "bench_pretrain_step.py" and not torch.cuda.is_available():
+        assert "CUDA is not available, ran on the CPU" in proc.stdout, log
+    if script == "bench_upstream_throughput.py" and not Path(S3PRL_PYTHON).exists():
+        assert "s3prl skipped" in proc.stdout, log
