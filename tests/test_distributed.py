@@ -209,6 +209,7 @@ def _hash_every_step(name: str, data_dir: str, out: str) -> None:
 
     import speechssl.pretrain as pt
     from speechssl.checkpoint import state_hash
+    from speechssl.config import RECIPES  # stores the class defaults the recipes compose on
     from speechssl.data.corpus import load_corpus
 
     dist.init("cpu")
@@ -228,7 +229,7 @@ def _hash_every_step(name: str, data_dir: str, out: str) -> None:
         return model
 
     pt.build_from_config = build_recording
-    with initialize_config_dir(config_dir=str(ROOT / "recipes"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
         cfg = compose("config", overrides=[f"upstream={name}", f"data_dir={data_dir}",
                                            f"out_dir={out}", *COMMON, *SMALL_TRANSFORMER,
                                            *HOOKED[name]])
