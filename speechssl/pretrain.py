@@ -24,6 +24,7 @@ from speechssl.data.batching import LengthBucketSampler
 from speechssl.data.corpus import Corpus
 from speechssl.errors import ConfigError
 from speechssl.features import input_dataset, is_text, loader, model_inputs
+from speechssl.lock import locked
 from speechssl.runtime import precision_of
 from speechssl.upstream.base import Upstream
 from speechssl.upstream.load import (
@@ -31,6 +32,7 @@ from speechssl.upstream.load import (
     check_not_longer,
     count_params,
     pretrain_dir,
+    steps_done,
     upstream_options,
 )
 
@@ -109,16 +111,35 @@ def dev_metrics(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> dict
 
 def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     """Pre-train ``cfg.upstream`` on the corpus's ``pretrain`` split; resumes from the last
-    checkpoint of an interrupted run. Returns the final safetensors file.
+    checkpoint of an interrupted run, and a run already finished at this budget is reused
+    as it is. Returns the final safetensors file.
 
+    One process at a time per run directory (a file lock; rank 0 under torchrun): a second
+    process that needs the same run waits, then continues or reuses what the first left.
     Under torchrun every rank runs this; each global batch is split across the ranks
     (:func:`speechssl.distributed.shard_batch`, weighted by audio seconds or tokens) and
     rank 0 alone writes checkpoints, logs and the final weights."""
     pc = cfg.upstream.pretrain
+    run = pretrain_dir(cfg, corpus)
+    final = run / "model.safetensors"
+    with locked(run, f"[pretrain] {run} is being pre-trained by another process: waiting "
+                     "for it"):
+        # rank 0 looks under the lock; the other ranks wait here for what it found
+        done = dist.broadcast_object(steps_done(final, pc.steps) if dist.is_main() else None)
+        if done is not None and done >= pc.steps:
+            check_not_longer(run, done, pc.steps)
+            if dist.is_main():
+                print(f"[pretrain] {run} is already pre-trained for {done} steps: using it")
+            return final
+        return _pretrain(cfg, corpus, device, run)
+
+
+def _pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device, run: Path) -> Path:
+    """The body of :func:`pretrain`, run while holding the run directory."""
+    pc = cfg.upstream.pretrain
     info = dist.world()
     main = info.rank == 0
     device = dist.local_device(device)
-    run = pretrain_dir(cfg, corpus)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_from_config(cfg.upstream).to(device)

@@ -105,7 +105,9 @@ def evaluate(model: ProbeModel | None, task: Task, split: str, source: CachedLay
 
 def run_dir_for(cfg: DictConfig, tag: str, task: str, corpus: str) -> Path:
     """One directory per (upstream weights, task, corpus, seed, probe and tuning config): a
-    changed probe, optimizer or tuning setting is a new cell, never a resume of another."""
+    changed probe, optimizer or tuning setting is a new cell, never a resume of another.
+    ``corpus`` is the corpus's key (:attr:`Corpus.key`: its name, options and manifests), so
+    another copy or test set of a corpus is another cell too."""
     key = OmegaConf.to_container(cfg.downstream, resolve=True)
     if key.get("train_items", 0) is None:  # the default: directories stay as they were
         del key["train_items"]
@@ -149,7 +151,7 @@ def prepare_cell(cfg: DictConfig) -> Cell:
     tuned = tuning.apply_tuning(upstream, cfg.get("tuning"), cfg.upstream.name, cfg.seed, fresh)
     task.frame_shift = upstream.downsample_rate / upstream.sample_rate
     task.device = str(device)
-    run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.name)
+    run_dir = run_dir_for(cfg, info.tag(cfg.upstream.name), task.name, corpus.key)
     return Cell(device, task, corpus, splits, upstream, info, run_dir, tuned)
 
 
@@ -168,10 +170,11 @@ def train_subset(items: list[dict], n: int | None) -> list[dict]:
 
 def feature_key(cfg: DictConfig, cell: Cell, split: str) -> dict:
     """What a split's frozen features depend on: the upstream's weights and config, the
-    corpus and the split (the cache key, speechssl/cache.py)."""
+    corpus (its key: name, options and manifests) and the split (the cache key,
+    speechssl/cache/; the cache adds the items and their audio files' size and mtime)."""
     return {"weights_hash": cell.info.weights_hash, "upstream": cfg.upstream.name,
             "upstream_config": OmegaConf.to_container(cfg.upstream, resolve=True),
-            "corpus": cell.corpus.name, "split": split}
+            "corpus": cell.corpus.key, "split": split}
 
 
 def layer_sources(cfg: DictConfig, cell: Cell,

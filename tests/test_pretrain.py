@@ -48,23 +48,6 @@ def test_run_directory_is_keyed_by_the_recipe_not_the_budget(make_cfg, tiny_corp
     assert pretrain_dir(other_lr, tiny_corpus) != pretrain_dir(base, tiny_corpus)
 
 
-def test_a_run_named_by_the_architecture_alone_is_still_found(make_cfg, tiny_corpus: Corpus, tmp_path):
-    from omegaconf import OmegaConf
-
-    from speechssl.runtime import config_hash
-    from speechssl.upstream.load import upstream_options
-
-    cfg = make_cfg(*SMALL, "upstream.pretrain.steps=2", f"out_dir={tmp_path}")
-    legacy = (tmp_path / "pretrain" / "apc" / tiny_corpus.name
-              / config_hash({"name": "apc", **upstream_options(cfg.upstream)}))
-    legacy.mkdir(parents=True)
-    (legacy / "config.yaml").write_text(OmegaConf.to_yaml(cfg.upstream))
-    assert pretrain_dir(cfg, tiny_corpus) == legacy
-    other_lr = make_cfg(*SMALL, "upstream.pretrain.steps=2", "upstream.pretrain.lr=0.01",
-                        f"out_dir={tmp_path}")
-    assert pretrain_dir(other_lr, tiny_corpus) != legacy
-
-
 def test_a_cell_asking_for_more_steps_pre_trains_on_and_fewer_is_an_error(
         make_cfg, tiny_corpus: Corpus, tmp_path):
     import pytest

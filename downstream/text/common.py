@@ -4,9 +4,8 @@ al., 2019's [CLS] state, is in downstream.utterance)."""
 
 from __future__ import annotations
 
-import json
-
 from downstream.base import Task
+from speechssl.data.corpus import read_meta
 from speechssl.errors import ConfigError, ManifestError
 
 
@@ -34,7 +33,8 @@ class TextTask(Task):
         from speechssl.text.data import text_items, text_root
 
         root = text_root(corpus)
-        self.corpus_meta = json.loads((root / "meta.json").read_text())
+        self.corpus_meta = read_meta(root / "meta.json", (),
+                                     f"delete {root} to generate or scan it again")
         return {s: text_items(corpus, self.subset, s) for s in ("train", "dev", "test")}
 
 

@@ -4,7 +4,6 @@ completion mark (the manifest, written last)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -12,7 +11,6 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +36,8 @@ from speechssl.cache.files import (
     _sample_crcs,
     _sha,
 )
-from speechssl.errors import SpeechSSLError
+from speechssl.errors import AudioError, SpeechSSLError
+from speechssl.lock import locked
 
 COMMIT_BYTES = 256 << 20    # commit progress after this many bytes written ...
 COMMIT_SECONDS = 60.0       # ... or this many seconds, whichever comes first
@@ -65,57 +64,64 @@ def split_features(root: Path, key: dict, items: list[dict], *, text: bool, fram
     extracting. An interrupted extraction resumes from its last committed chunk; a stale,
     truncated or corrupt cache is reported in one line and rebuilt.
     """
-    directory = Path(root) / cache_name(key, items, text)
     expect = _expectation(key, items, text)
+    directory = Path(root) / _directory_name(expect)
     feats = None
-    with dist.main_first():  # rank 0 extracts and writes; the others then read
-        if dist.is_main():
-            with _locked(directory):  # other processes on the same split wait their turn
-                feats = _load_or_build(items, extract, frames, directory, expect, layers,
-                                       budget_gb=budget_gb, progress=progress, desc=desc)
-    cached = dist.broadcast_object(feats is not None)
-    if not dist.is_main() and cached:
-        feats = CachedFeatures.open(directory, expect, layers)
+    with locked(directory, f"[cache] {directory} is being built by another process: waiting"):
+        if dist.is_main():  # rank 0 reads or extracts and writes; the others then read
+            feats = _load_or_build(items, extract, frames, directory, expect, layers,
+                                   budget_gb=budget_gb, progress=progress, desc=desc)
+        cached = dist.broadcast_object(feats is not None)
+        if not dist.is_main() and cached:
+            feats = CachedFeatures.open(directory, expect, layers)
     return feats
 
 
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on ``<cache_dir>/.<name>.lock`` (a sweep's parallel jobs, or two runs
-    on one machine, build a cache once and never write the same files together)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
 def cache_name(key: dict, items: list[dict], text: bool = False) -> str:
-    """The directory name of a cache: readable prefix + a hash of the key, the items and
-    the storage format (so a different item list or format is a different cache)."""
-    key = _plain(key)
+    """The directory name of a cache: readable prefix + a hash of the key, the items' inputs
+    (:func:`items_digest`) and the storage format (so other items, other audio files or
+    another format are another cache)."""
+    return _directory_name(_expectation(key, items, text))
+
+
+def _directory_name(expect: dict) -> str:
+    key = expect["key"]
     parts = [str(key.get(k, "")) for k in ("upstream", "corpus", "split") if key.get(k)]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))[:80] or "features"
-    digest = _sha({"format": FORMAT, "dtype": "float16", "key": key,
-                   "items": items_digest(items, text)})
+    digest = _sha({"format": FORMAT, "dtype": "float16", "key": key, "items": expect["items"]})
     return f"{slug}-{digest[:16]}"
 
 
 def items_digest(items: list[dict], text: bool = False) -> str:
-    """A hash of what identifies the items' inputs: id and duration (audio), id and the text
-    fields (text), in order."""
-    fields = ("text", "text_pair", "words") if text else ()
-    rows = [[_item_id(it, i), it.get("duration")] + [it.get(f) for f in fields]
-            for i, it in enumerate(items)]
+    """A hash of what the items' features are computed from, in order: for audio, id,
+    duration, path and the file's size and modification time (one ``stat`` per file, no
+    audio read: a clip replaced in place is another input); for text, id and the text fields.
+    AudioError names a file that cannot be stat'ed."""
+    if text:
+        fields = ("text", "text_pair", "words")
+        rows = [[_item_id(it, i)] + [it.get(f) for f in fields] for i, it in enumerate(items)]
+    else:
+        rows = [[_item_id(it, i), it.get("duration"), it.get("path"), *_file_stamp(it)]
+                for i, it in enumerate(items)]
     return _sha(rows)
+
+
+def _file_stamp(item: dict) -> tuple[int, int] | tuple[()]:
+    """(size, mtime_ns) of the item's audio file; () for an item with no path."""
+    if not item.get("path"):
+        return ()
+    try:
+        st = os.stat(item["path"])
+    except OSError as e:
+        where = f" ({item['_manifest']}:{item['_line']})" if "_manifest" in item else ""
+        raise AudioError(f"{item['path']}: cannot read audio file "
+                         f"({e.strerror or type(e).__name__}){where}") from None
+    return st.st_size, st.st_mtime_ns
 
 
 def _expectation(key: dict, items: list[dict], text: bool) -> dict:
     return {"key": _plain(key), "items": items_digest(items, text), "n_items": len(items),
             "ids": [_item_id(it, i) for i, it in enumerate(items)]}
-
 
 
 # ---------------------------------------------------------------- building a cache

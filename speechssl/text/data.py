@@ -30,10 +30,13 @@ def text_root(corpus):
 def text_items(corpus, subset: str, split: str) -> list[dict]:
     """Items of a text subset (``text-sst2``, ``text-pos``, ``text-nli``, ``text-qa``,
     ``text-pretrain``); errors name the manifest line, or the subsets the corpus has."""
-    import json
 
     root = text_root(corpus)
-    meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").is_file() else {}
+    meta = {}
+    if (root / "meta.json").is_file():
+        from speechssl.data.corpus import read_meta
+
+        meta = read_meta(root / "meta.json", (), f"delete {root} to generate or scan it again")
     provided = meta.get("subsets")
     if provided is not None and subset not in provided:
         raise ConfigError(f"corpus {corpus.name!r} has no {subset!r} subset (it provides "

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from speechssl import distributed as dist
 from speechssl.checkpoint import load_weights, read_metadata, state_hash
 from speechssl.data.corpus import Corpus
 from speechssl.errors import ConfigError, SpeechSSLError
@@ -46,17 +47,12 @@ def pretrain_recipe(cfg_up: DictConfig) -> dict:
 
 def pretrain_dir(cfg: DictConfig, corpus: Corpus) -> Path:
     """One directory per (upstream, corpus, architecture, pre-training recipe): another lr or
-    batch size is another run, a longer budget continues the same one. A run made before the
-    recipe was part of the name (the directory named by the architecture alone) is still
-    found when its saved recipe is the one asked for."""
-    root = Path(cfg.out_dir) / "pretrain" / cfg.upstream.name / corpus.name
+    batch size is another run, a longer budget continues the same one. The corpus part is
+    its key (:attr:`Corpus.key`: name, options and manifests): another copy of a corpus, or
+    a rescan that changed it, is another run."""
     arch = {"name": cfg.upstream.name, **upstream_options(cfg.upstream)}
-    recipe = pretrain_recipe(cfg.upstream)
-    legacy = root / config_hash(arch)
-    if (legacy / "config.yaml").is_file() and \
-            pretrain_recipe(OmegaConf.load(legacy / "config.yaml")) == recipe:
-        return legacy
-    return root / config_hash({**arch, "pretrain": recipe})
+    return (Path(cfg.out_dir) / "pretrain" / cfg.upstream.name / corpus.key
+            / config_hash({**arch, "pretrain": pretrain_recipe(cfg.upstream)}))
 
 
 def check_not_longer(run: Path, done: int, steps: int) -> None:
@@ -108,22 +104,31 @@ def load_upstream(cfg: DictConfig, corpus: Corpus,
     return model, UpstreamInfo(weights_hash, source, pretrain_corpus, count_params(model))
 
 
+def steps_done(path: Path, default: int) -> int | None:
+    """The steps of the finished weights ``path`` (its metadata; ``default`` when it has
+    none), or None when there are none yet."""
+    return int(read_metadata(path).get("steps", default)) if path.is_file() else None
+
+
 def pretrained_weights(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     """The weights of this upstream's pre-training run on ``corpus`` at the recipe's
-    budget: the finished run, or the run pre-trained (on) now."""
+    budget: the finished run, or the run pre-trained (on) now. Two processes that need the
+    same run (two seeds of a cell at once) do not both train it: :func:`pretrain` holds the
+    run's lock, and the second one finds the run finished and reuses it."""
     from speechssl.pretrain import pretrain
 
     steps = cfg.upstream.pretrain.steps
     path = pretrain_dir(cfg, corpus) / "model.safetensors"
-    if not path.is_file():
+    done = dist.broadcast_object(steps_done(path, steps) if dist.is_main() else None)
+    if done is None:
         print(f"[upstream] no pre-trained {cfg.upstream.name} for corpus {corpus.name} yet: "
               f"pre-training it now with the recipe's budget ({steps} steps)")
-        return pretrain(cfg, corpus, device)
-    done = int(read_metadata(path).get("steps", steps))
-    if done < steps:
+        path = pretrain(cfg, corpus, device)
+    elif done < steps:
         print(f"[upstream] the pre-trained {cfg.upstream.name} has {done} steps, the "
               f"recipe asks for {steps}: pre-training it on")
         path = pretrain(cfg, corpus, device)
-    check_not_longer(path.parent, done, steps)
+    else:
+        check_not_longer(path.parent, done, steps)
     print(f"[upstream] using pre-trained {cfg.upstream.name}: {path}")
     return path

@@ -1,7 +1,8 @@
 """Shared pieces of the real-corpus readers: the manifest cache keyed by corpus root and
-options, audio durations from file headers, line/file checks whose errors name the
-offending file (SUPERB, Yang et al. 2021: every task reads a published corpus layout), and
-the train/dev split and manifests of the text sets (GLUE, SQuAD, CoNLL-U)."""
+options, the record of the source files a scan read (a changed one means a rescan), audio
+durations from file headers, line/file checks whose errors name the offending file (SUPERB,
+Yang et al. 2021: every task reads a published corpus layout), and the train/dev split and
+manifests of the text sets (GLUE, SQuAD, CoNLL-U)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import soundfile as sf
@@ -20,7 +23,7 @@ from speechssl.atomic import atomic_write_text
 from speechssl.data.manifest import write_manifest
 from speechssl.errors import AudioError, ConfigError, ManifestError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.json records the source files read (older caches are rescanned)
 
 # manifests[subset][split] -> items; every item has id, path (absolute), duration.
 Manifests = dict[str, dict[str, list[dict]]]
@@ -34,6 +37,18 @@ def cache_dir(data_dir: str | os.PathLike, name: str, root: Path, options: dict)
     return Path(data_dir) / "corpora" / f"{name}-{digest}"
 
 
+def utf8_name(path: Path) -> Path:
+    """``path`` if its name is UTF-8 (manifests are JSON text, ids are text), else
+    ManifestError naming the directory and the name's bytes (Python keeps an undecodable
+    name as lone surrogates, which fail far later with a reason about something else)."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ManifestError(f"{path.parent}: file name {os.fsencode(path.name)!r} is not UTF-8: "
+                            "rename or remove it") from None
+    return path
+
+
 def check_dir(path: Path, what: str) -> Path:
     """``path`` if it is a directory, else ManifestError naming it and ``what`` it holds."""
     if not path.is_dir():
@@ -41,10 +56,50 @@ def check_dir(path: Path, what: str) -> Path:
     return path
 
 
+# the source files (lists, transcripts, label files) of the scan running in this context:
+# {absolute path: {"size", "mtime_ns"}}, filled by check_file (every reader opens its
+# sources through it, directly or through read_lines / read_csv)
+_SOURCES: ContextVar[dict[str, dict] | None] = ContextVar("corpus_sources", default=None)
+
+
+@contextmanager
+def recording_sources() -> Iterator[dict[str, dict]]:
+    """The source files that :func:`check_file` sees in the body, with their size and
+    mtime_ns (recorded in the cache's meta.json: a change means a rescan)."""
+    token = _SOURCES.set({})
+    try:
+        yield _SOURCES.get()
+    finally:
+        _SOURCES.reset(token)
+
+
+def file_stamp(path: str | os.PathLike) -> dict:
+    """{"size", "mtime_ns"} of a file (one stat, nothing read)."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def changed_source(meta: dict) -> str | None:
+    """Why a cache's recorded sources are out of date (the first source file changed or
+    removed since the scan), or None when every one is as it was."""
+    for path, stamp in sorted(meta["sources"].items()):
+        try:
+            now = file_stamp(path)
+        except OSError:
+            return f"{path} was removed"
+        if now != stamp:
+            return f"{path} changed"
+    return None
+
+
 def check_file(path: Path, what: str) -> Path:
-    """``path`` if it is a file, else ManifestError naming it and ``what`` it is."""
+    """``path`` if it is a file, else ManifestError naming it and ``what`` it is. Inside
+    :func:`recording_sources` the file is recorded as a source of the scan."""
     if not path.is_file():
         raise ManifestError(f"{path}: {what} not found")
+    sources = _SOURCES.get()
+    if sources is not None:
+        sources[str(Path(path).resolve())] = file_stamp(path)
     return path
 
 
@@ -115,7 +170,7 @@ def stable_fraction(key: str) -> float:
 
 def strip_labels(items: list[dict]) -> list[dict]:
     """Items for the ``pretrain`` subset: id, path, duration and speaker only."""
-    keep = ("id", "path", "duration", "speaker")
+    keep = ("id", "path", "duration", "speaker", "_where")
     return [{k: it[k] for k in keep if k in it} for it in items]
 
 
@@ -132,9 +187,29 @@ def option_list(cfg, key: str) -> list[str]:
         raise ConfigError(f"corpus.{key}={value!r}: expected a list of names") from None
 
 
+def check_unique_ids(items: list[dict], what: str) -> None:
+    """ManifestError at the second item with an id already seen, naming where both came
+    from: the source file and line (``item["_where"]``, set by the reader) or the audio file."""
+    seen: dict[str, dict] = {}
+    for it in items:
+        first = seen.setdefault(it["id"], it)
+        if first is not it:
+            raise ManifestError(f"{_origin(it)}: duplicate id {it['id']!r} in {what} "
+                                f"(first at {_origin(first)})")
+
+
+def _origin(item: dict) -> str:
+    return str(item.get("_where") or item.get("path") or item["id"])
+
+
 def write_cache(out: Path, name: str, root: Path, manifests: Manifests, meta: dict,
-                extra_files: dict[str, str] | None = None) -> dict:
-    """Write every manifest and extra file, then ``meta.json`` last (the completion mark)."""
+                extra_files: dict[str, str] | None = None,
+                sources: dict[str, dict] | None = None) -> dict:
+    """Check ids are unique per split, write every manifest and extra file, then
+    ``meta.json`` last (the completion mark), with the ``sources`` the scan read."""
+    for subset, splits in manifests.items():
+        for split, items in splits.items():
+            check_unique_ids(items, f"{name} {subset}/{split}")
     counts, hours = {}, {}
     for subset, splits in manifests.items():
         for split, items in splits.items():
@@ -147,7 +222,8 @@ def write_cache(out: Path, name: str, root: Path, manifests: Manifests, meta: di
     for rel, text in (extra_files or {}).items():
         atomic_write_text(out / rel, text)
     full = {"name": name, "root": str(root), "format_version": FORMAT_VERSION,
-            "subsets": sorted(manifests), "counts": counts, "hours": hours, **meta}
+            "subsets": sorted(manifests), "counts": counts, "hours": hours, **meta,
+            "sources": sources or {}}
     atomic_write_text(out / "meta.json", json.dumps(full, indent=1, sort_keys=True) + "\n")
     return full
 
@@ -189,6 +265,8 @@ def write_text_manifests(out: Path, subset: str, splits: dict[str, list[dict]],
                          meta: dict) -> tuple:
     """Manifests written here (text items have no audio durations); returns what
     load_real_corpus expects, with the subsets and counts in the meta."""
+    for split, items in splits.items():
+        check_unique_ids(items, f"{subset}/{split}")
     for split, items in splits.items():
         write_manifest(out / "manifests" / subset / f"{split}.jsonl", items)
     counts = {subset: {s: len(v) for s, v in splits.items()}}

@@ -48,7 +48,7 @@ def read_session(root: Path, session: int) -> list[dict]:
             if not audio.is_file():
                 raise ManifestError(f"{where}: audio file not found: {audio}")
             items.append({"id": utt, "path": str(audio), "emotion": EMOTIONS[emo],
-                          "speaker": speaker_of(utt), "session": session})
+                          "speaker": speaker_of(utt), "session": session, "_where": where})
     return items
 
 

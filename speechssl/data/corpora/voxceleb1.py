@@ -52,7 +52,7 @@ def read_iden_split(path: Path, wav_dirs: list[Path]) -> dict[str, list[dict]]:
         rel = check_rel(fields[1], where)
         splits[SID_SPLITS[fields[0]]].append({
             "id": utt_id(rel), "path": str(find_audio(wav_dirs, rel, where)),
-            "speaker": rel.split("/")[0]})
+            "speaker": rel.split("/")[0], "_where": where})
     return splits
 
 
