@@ -18,9 +18,10 @@ def train(cfg: DictConfig) -> None:
     end: speechssl.report.LeaderboardCallback)."""
     from speechssl.distributed import is_main
     from speechssl.report import markdown_table
-    from speechssl.store import rows
+    from speechssl.store import check_store, rows
     from speechssl.train import train_cell
 
+    check_store(cfg.leaderboard)  # a damaged or read-only store stops before any training
     row = train_cell(cfg)
     if is_main() and not in_sweep():
         print()
@@ -71,7 +72,9 @@ def export(cfg: DictConfig) -> None:
 def leaderboard(cfg: DictConfig) -> None:
     """The upstream x task table with the SUPERB score; CSV, HTML and plots."""
     from speechssl.report import report_from_config
+    from speechssl.store import check_store
 
+    check_store(cfg.leaderboard, write=False)  # reading is all this mode does
     report_from_config(cfg)
 
 
@@ -79,7 +82,9 @@ def leaderboard(cfg: DictConfig) -> None:
 def compare(cfg: DictConfig) -> None:
     """Fine-tuned pre-trained upstream vs the same architecture from scratch."""
     from speechssl.compare import compare as run_compare
+    from speechssl.store import check_store
 
+    check_store(cfg.leaderboard)  # both arms record a row
     run_compare(cfg)
 
 

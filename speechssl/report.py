@@ -255,11 +255,11 @@ def write_report(records: list[dict], suite: dict, out_dir: str | Path,
         for f in figs:
             f.path.parent.mkdir(parents=True, exist_ok=True)
             f.path.write_bytes(f.png)
-        curves = [f for f in figs if f.path.parent.name == "curves"]
+        runs = [f for f in figs if f.path.parent.name == "curves"]  # not `curves`: the flag
         task_scores = [[u, t, f"{v:.0f}"] for (u, t), v in sorted(scores[name].task.items())]
         sections.append(CorpusSection(name, header, body,
                                       table_notes(cells, scores[name], suite, name),
-                                      [f for f in figs if f not in curves], curves, task_scores))
+                                      [f for f in figs if f not in runs], runs, task_scores))
     page = out / "index.html"
     page.write_text(render_html(sections, f"speechssl leaderboard (suite {suite.get('name')})"))
     return {"markdown": md, "cells_csv": cells_csv, "scores_csv": scores_csv, "html": page}

@@ -79,7 +79,8 @@ def test_old_store_is_migrated_in_place(tmp_path):
 def test_a_file_that_is_no_store_is_named(tmp_path):
     bad = tmp_path / "lb.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(ConfigError, match=r"lb\.sqlite.*not a usable SQLite result store"):
+    with pytest.raises(ConfigError, match=r"lb\.sqlite: the result store is damaged or not an "
+                                          r"SQLite file \(file is not a database\)"):
         store.rows(bad)
     folder = tmp_path / "a_folder.sqlite"
     folder.mkdir()

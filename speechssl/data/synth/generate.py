@@ -12,7 +12,9 @@ Generation happens in three steps:
    perturbation and padding).  Audio
    randomness comes from ``default_rng([seed, subset_code, split_code, index, 1])``.
 3. :func:`ensure_corpus`: writes manifests and ``meta.json`` into a staging directory
-   which is renamed into place only when complete.
+   which is renamed into place only when complete. A finished corpus is checked against
+   its manifests on every call (one stat per WAV); a missing or damaged WAV is rendered
+   again from its planned item (same bytes), a missing manifest regenerates the corpus.
 """
 
 from __future__ import annotations
@@ -742,12 +744,108 @@ def generate_corpus(out_dir: Path, size: str, seed: int, num_workers: int, progr
               file=sys.stderr)
 
 
+WAV_HEADER_BYTES = 44  # soundfile's PCM_16 WAV header (_write_wav): size = 44 + 2 x frames
+
+
+def _manifest_names(size: str) -> list[str]:
+    """``<subset>/<split>.jsonl`` of every manifest generate_corpus writes."""
+    names = [f"{sub}/{split}.jsonl" for sub in SUBSET_CODES if sub != "qbe"
+             for split in SIZES[size][sub]]
+    names += [f"qbe/{split}.jsonl" for split in SIZES[size]["qbe_query"]]
+    return names + [f"pretrain/{split}.jsonl" for split in ("train", "dev")]
+
+
+def damaged_files(final: Path, size: str) -> tuple[list[str], dict[str, dict]] | None:
+    """Check a finished corpus against its manifests: one stat per audio file, no decoding.
+    Returns (relative paths of WAVs missing or of another size than their manifest duration
+    says, manifest entry per path), or None when a manifest itself is missing or unreadable
+    (only a new generation repairs that)."""
+    bad, entries = [], {}
+    if not (final / "manifests" / "asv" / "trials.txt").is_file():
+        return None
+    for name in _manifest_names(size):
+        if name.startswith("pretrain/"):  # lists items of PRETRAIN_SOURCES again: checked there
+            if not (final / "manifests" / name).is_file():
+                return None
+            continue
+        try:
+            with open(final / "manifests" / name, encoding="utf-8") as f:
+                lines = [json.loads(line) for line in f]
+            for e in lines:
+                entries[e["path"]] = e
+                try:
+                    got = os.stat(final / e["path"]).st_size
+                except OSError:
+                    bad.append(e["path"])
+                    continue
+                if abs((got - WAV_HEADER_BYTES) / 2 - e["duration"] * SAMPLE_RATE) > 1:
+                    bad.append(e["path"])  # truncated or replaced
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            return None
+    return bad, entries
+
+
+def _say(text: str) -> None:
+    print(f"[synth] {text}", file=sys.stderr, flush=True)
+
+
+def _repair_items(final: Path, size: str, seed: int, bad: list[str], entries: dict[str, dict],
+                  num_workers: int) -> bool:
+    """Render the items of ``bad`` again into a staging directory, check each against its
+    manifest entry (duration, phonemes, alignment: the same synthesis), then move them into
+    place one rename each. False (nothing moved) when any differs, e.g. another eSpeak NG."""
+    todo = [it for it in plan_corpus(size, seed)[0] if it["path"] in set(bad)]
+    if len(todo) != len(bad):
+        return False
+    staging = final.parent / f"{final.name}.repair-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        results = _run_items(todo, staging, ensure_voice_overlay(),
+                             max(1, min(num_workers, len(todo))), progress=False)
+        if any(json.loads(json.dumps(_manifest_entry(it, results[it["id"]]))) != entries[it["path"]]
+               for it in todo):
+            return False
+        for it in todo:
+            os.replace(staging / it["path"], final / it["path"])
+        for d in {(final / it["path"]).parent for it in todo}:
+            _fsync_dir(d)
+        return True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _generate_into(root: Path, name: str, size: str, seed: int, num_workers: int,
+                   progress: bool) -> None:
+    """Generate the corpus into a staging directory and swap it in for ``root / name``."""
+    final = root / name
+    for stale in [*root.glob(f"{name}.partial-*"), *root.glob(f"{name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = root / f"{name}.partial-{os.getpid()}"
+    try:
+        generate_corpus(staging, size, seed, num_workers, progress)
+        if final.exists():
+            old = root / f"{name}.old-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def ensure_corpus(root: str | os.PathLike, size: str = "default", seed: int = 0,
                   num_workers: int | None = None, progress: bool = True) -> Path:
     """Return ``Path(root) / corpus_dir_name(size, seed)``, generating it first if needed.
 
     Generation goes to ``<name>.partial-<pid>`` and is renamed into place only when
-    complete; concurrent callers serialise on ``<root>/<name>.lock``.
+    complete; concurrent callers serialise on ``<root>/<name>.lock``. A finished corpus is
+    checked on every call (:func:`damaged_files`: one stat per WAV); missing or damaged WAVs
+    are rendered again, the same bytes, since synthesis is deterministic per item; a missing
+    manifest, or an item that does not come out the same, regenerates the whole corpus.
+    Either is said in one line.
     """
     _check_size(size)
     seed = int(seed)
@@ -755,27 +853,32 @@ def ensure_corpus(root: str | os.PathLike, size: str = "default", seed: int = 0,
     name = corpus_dir_name(size, seed)
     final = root / name
     if (final / "meta.json").is_file():
-        return final
+        found = damaged_files(final, size)
+        if found is not None and not found[0]:
+            return final
     root.mkdir(parents=True, exist_ok=True)
+    workers = max(1, int(num_workers if num_workers is not None else os.cpu_count() or 1))
     with open(root / f"{name}.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
-            if (final / "meta.json").is_file():
-                return final
-            for stale in root.glob(f"{name}.partial-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            if final.exists():  # incomplete corpus (no meta.json): not ours to trust
-                shutil.rmtree(final)
-            staging = root / f"{name}.partial-{os.getpid()}"
-            if num_workers is None:
-                num_workers = os.cpu_count() or 1
-            try:
-                generate_corpus(staging, size, seed, max(1, int(num_workers)), progress)
-                os.rename(staging, final)
-                _fsync_dir(root)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+            if not (final / "meta.json").is_file():  # new, or incomplete: not ours to trust
+                _generate_into(root, name, size, seed, workers, progress)
+            else:
+                found = damaged_files(final, size)
+                if found is None:
+                    _say(f"{final}: a manifest is missing or damaged: generating the corpus "
+                         "again (deterministic from the seed)")
+                    _generate_into(root, name, size, seed, workers, progress)
+                elif found[0]:
+                    bad, entries = found
+                    what = f"{len(bad)} audio file{'s' * (len(bad) > 1)} missing or damaged " \
+                           f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+                    if _repair_items(final, size, seed, bad, entries, workers):
+                        _say(f"{final}: {what}: rendered again, the same bytes")
+                    else:
+                        _say(f"{final}: {what}, and they do not render the same (another "
+                             "eSpeak NG?): generating the corpus again")
+                        _generate_into(root, name, size, seed, workers, progress)
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     ensure_text_corpus(root, size, seed)  # its text twin, beside it (speechssl.data.synth.text_corpus)
