@@ -4,7 +4,6 @@ any work starts, and name the valid choices."""
 from __future__ import annotations
 
 import inspect
-import math
 import re
 from pathlib import Path
 
@@ -67,12 +66,15 @@ def _first_of_sweeps(overrides: list[str]) -> list[str]:
 
 
 def _valid_keys_message(cfg: DictConfig, full_key: str) -> str:
+    """The keys under the deepest existing parent of ``full_key`` (upstream.pretrain.lr of
+    an upstream with no pre-training lists the keys under 'upstream')."""
     parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    if isinstance(node, DictConfig):
-        keys = ", ".join(str(k) for k in node.keys() if k != "hydra")
-        return f"valid keys under '{parent or '<top level>'}': {keys}"
-    return ""
+    while True:
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig):
+            keys = ", ".join(str(k) for k in node.keys() if k != "hydra")
+            return f"valid keys under '{parent or '<top level>'}': {keys}"
+        parent = parent.rsplit(".", 1)[0] if "." in parent else ""
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -98,41 +100,133 @@ def check_overrides(overrides: list[str]) -> None:
                 base = compose("config", overrides=groups)
                 raise ConfigError(f"unknown config key '{key.group(1)}'; "
                                   f"{_valid_keys_message(base, key.group(1))}") from None
-            raise ConfigError(msg) from None
+            raise ConfigError(_one_line(msg)) from None
     check_values(cfg)
 
 
-def check_values(cfg: DictConfig) -> None:
-    """Values that no schema catches: mode, task/upstream options, device."""
-    from speechssl.modes import MODES
+def _one_line(msg: str) -> str:
+    """Hydra's message for an unknown group choice (``downstream=nope``), which lists the
+    choices one per line, as one line: 'downstream=nope: no such downstream; valid choices:
+    asr, asv, ...'; any other message with its lines joined."""
+    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", msg)
+    listed = re.search(r"Available options in '([\w/]+)':\n((?:\t.*(?:\n|$))*)", msg)
+    if missing and listed:
+        group, name = missing.group(1), missing.group(2)
+        choices = [c.strip() for c in listed.group(2).splitlines() if c.strip()]
+        return (f"{group}={name}: no such {group} (recipes/{group}/{name}.yaml); "
+                f"valid choices: {', '.join(choices)}")
+    return " ".join(msg.split())
 
-    if cfg.mode not in MODES:
-        raise ConfigError(f"mode={cfg.mode!r}; valid modes: {', '.join(MODES.names())}")
+
+def check_values(cfg: DictConfig) -> None:
+    """Every value against the config's schema (types and ranges: speechssl/schema.py), then
+    what depends on more than one value: the upstream's and the task's options (their
+    constructors' annotations and checks), a checkpoint's tensors against the model they
+    are for, the featurizer layer against the upstream's layer count, the tuning mode, the
+    device and the suite. Builds no model with weights and reads no weights."""
+    from downstream.base import TASK_RESERVED, TASKS, task_from_config
+    from speechssl.schema import check_annotated, check_config
+
     if OmegaConf.is_missing(cfg.upstream, "name"):
         raise ConfigError("upstream.name is not set: name your class as "
                           "upstream=module.path:ClassName (docs/plug-in.md)")
-    from downstream.base import task_from_config
-    from speechssl.runtime import check_precision, precision_of, resolve_device
+    from speechssl.upstream.base import UPSTREAMS
+
+    check_config(cfg, trains_probe=getattr(TASKS.find(cfg.downstream.name), "trainable", True),
+                 modality=getattr(UPSTREAMS.find(cfg.upstream.name), "modality", None))
+    from speechssl.runtime import resolve_device
     from speechssl.upstream.base import check_upstream
     from speechssl.upstream.load import upstream_options
 
+    name = cfg.downstream.name
+    if name in TASKS:
+        opts = {k: v for k, v in OmegaConf.to_container(cfg.downstream, resolve=True).items()
+                if k not in TASK_RESERVED}
+        check_annotated("downstream", name, TASKS.get(name), opts)
     task = task_from_config(cfg.downstream)
-    n = cfg.downstream.get("train_items")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(f"downstream.train_items must be null (every training item) or an "
-                          f"integer >= 1, got {n!r}")
     # the upstream's class and options, checked without building it (no weights are read)
-    upstream = check_upstream(cfg.upstream.name, **upstream_options(cfg.upstream))
+    options = upstream_options(cfg.upstream)
+    upstream = check_upstream(cfg.upstream.name, **options)
+    check_checkpoint(cfg.upstream.get("ckpt"), cfg.upstream.name, upstream, options)
+    check_featurizer_layer((cfg.downstream.get("featurizer") or {}).get("layer"),
+                           cfg.upstream.name, upstream, options)
     check_tuning_config(cfg, task, upstream)
     resolve_device(cfg.device)
-    check_precision(precision_of(cfg))
     check_suite_config(cfg)
-    check_cache_config(cfg)
-    if cfg.corpus.name == "synth":
-        from speechssl.data.synth import SIZES
 
-        if cfg.corpus.size not in SIZES:
-            raise ConfigError(f"corpus.size={cfg.corpus.size!r}; valid sizes: {', '.join(SIZES)}")
+
+def check_checkpoint(ckpt: str | None, name: str, cls: type, options: dict) -> None:
+    """``upstream.ckpt``: a readable safetensors file of this upstream whose tensors fit the
+    model the options build: names, and the shapes of parameters (buffers may hold data of
+    any size, BERT's tokenizer). Reads the file's header only, and compares it with the
+    model built on the meta device; a class that reads files in its constructor (its own
+    ``check_options``: hf, torchaudio) is compared when its weights load."""
+    if not ckpt:
+        return
+    import json
+
+    from safetensors import safe_open
+
+    from speechssl.checkpoint import read_metadata
+    from speechssl.errors import SpeechSSLError
+    from speechssl.upstream.base import meta_model
+
+    path = Path(str(ckpt))  # as speechssl/upstream/load.py opens it
+    where = f"upstream.ckpt={ckpt}"
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file; must be a safetensors checkpoint "
+                          f"(mode=pretrain or mode=export writes one)")
+    try:
+        meta = read_metadata(path)
+        with safe_open(str(path), framework="pt") as f:
+            saved = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except SpeechSSLError as e:
+        raise ConfigError(f"{where}: {str(e).removeprefix(f'{path}: ')}") from None
+    except Exception as e:  # noqa: BLE001 (safetensors' header errors)
+        raise ConfigError(f"{where}: not a readable safetensors checkpoint ({e})") from None
+    if meta.get("upstream") not in (None, name):
+        raise ConfigError(f"{where}: a checkpoint of upstream {meta['upstream']!r}, "
+                          f"not {name!r}; use upstream={meta['upstream']}")
+    model = meta_model(cls, **options)
+    if model is None:
+        return
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    wanted = {k: list(v.shape) for k, v in model.state_dict().items()}
+    try:
+        saved_options = json.loads(meta.get("options", "{}"))
+    except ValueError:
+        saved_options = {}
+    differ = [f"upstream.{k}={json.dumps(v)}" for k, v in saved_options.items()
+              if k in options and options[k] != v]
+    hint = (f"; it was saved with {' '.join(differ[:4])}" if differ else "")
+    for key, shape in wanted.items():
+        if key not in saved:
+            raise ConfigError(f"{where}: has no tensor {key!r}, which upstream {name!r} as "
+                              f"configured has{hint}")
+        if key in params and saved[key] != shape:
+            raise ConfigError(f"{where}: tensor {key!r} is {saved[key]} in the checkpoint but "
+                              f"{shape} in upstream {name!r} as configured{hint}")
+    extra = [k for k in saved if k not in wanted]
+    if extra:
+        raise ConfigError(f"{where}: tensor {extra[0]!r} is not in upstream {name!r} as "
+                          f"configured{hint}")
+
+
+def check_featurizer_layer(layer: int | None, name: str, cls: type, options: dict) -> None:
+    """``downstream.featurizer.layer`` within the upstream's layers, counted by one forward
+    pass of the model built without weights (:func:`speechssl.upstream.base.layer_count`),
+    only when a layer is named. An upstream whose count needs its files (hf, torchaudio)
+    is checked when its features are (speechssl.featurizer.Featurizer)."""
+    if layer is None:
+        return
+    from speechssl.upstream.base import layer_count
+
+    n = layer_count(cls, **options)
+    if n is not None and not -n <= layer < n:
+        layers = f"{n} layer{'s' if n != 1 else ''}"
+        raise ConfigError(f"downstream.featurizer.layer={layer}: upstream {name!r} has {layers}; "
+                          f"must be in [{-n}, {n - 1}] (-1 = the last; null = a learned "
+                          f"weighted sum of all layers)")
 
 
 def check_tuning_config(cfg: DictConfig, task, upstream: type) -> None:
@@ -159,18 +253,3 @@ def check_suite_config(cfg: DictConfig) -> None:
 
     suite = OmegaConf.to_container(cfg.suite, resolve=True)
     check_suite(suite, where=f"suite={suite.get('name') if isinstance(suite, dict) else suite}")
-
-
-def check_cache_config(cfg) -> None:
-    """ConfigError naming the key for a bad ``cache``, ``cache_dir`` or ``cache_budget_gb``."""
-    on = cfg.get("cache", True)
-    if not isinstance(on, bool):
-        raise ConfigError(f"cache={on!r}: must be true or false")
-    where = cfg.get("cache_dir")
-    if where is not None and (not isinstance(where, str) or not where.strip()):
-        raise ConfigError(f"cache_dir={where!r}: must be a directory path")
-    budget = cfg.get("cache_budget_gb", 20)
-    if (isinstance(budget, bool) or not isinstance(budget, int | float)
-            or not math.isfinite(budget) or budget < 0):
-        raise ConfigError(f"cache_budget_gb={budget!r}: must be a number of GB >= 0 "
-                          f"(0 = never cache; cache=false also turns the cache off)")

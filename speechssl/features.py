@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
-from speechssl.errors import ConfigError
+from speechssl.errors import ConfigError, SpeechSSLError
 from speechssl.upstream.base import Upstream, UpstreamOutput
 
 # ---------------------------------------------------------------- inputs: audio or text
@@ -101,6 +101,119 @@ def stack_layers(out: UpstreamOutput, dtype: torch.dtype | None = None) -> Tenso
     return torch.stack([h if dtype is None else h.to(dtype) for h in out.hidden_states], dim=0)
 
 
+# ---------------------------------------------------------------- checks of the outputs
+
+# frames may differ from input / downsample_rate by this many, or by this share of the
+# expected count, whichever is larger (the tolerance of the upstream contract,
+# tests/test_contract.py)
+FRAME_SLACK = 3
+FRAME_SLACK_SHARE = 0.02
+
+
+class UpstreamOutputError(SpeechSSLError):
+    """An upstream's output that would give a result that is not a result (NaN features,
+    layers of different widths, lengths in samples, a constant layer). The message names
+    the upstream and the problem, in one line."""
+
+
+def upstream_label(upstream: Upstream) -> str:
+    """``upstream 'apc'`` (its registered name), or ``upstream 'module:Class'``."""
+    name = getattr(upstream, "name", None)
+    if not isinstance(name, str) or not name:
+        name = f"{type(upstream).__module__}:{type(upstream).__qualname__}"
+    return f"upstream {name!r}"
+
+
+def valid_mask(lengths: Tensor, frames: int) -> Tensor:
+    """(B, T) True on each sequence's first lengths[b] frames."""
+    return torch.arange(frames, device=lengths.device)[None] < lengths[:, None]
+
+
+def check_output(upstream: Upstream, out, input_lengths: Tensor) -> None:
+    """UpstreamOutputError unless ``out`` (the upstream's output for inputs of
+    ``input_lengths`` samples or tokens) is a result: hidden states (B, T, D) with one T and
+    one width D for every layer, floating point and finite on the valid frames; lengths (B,)
+    integer frame counts (not samples) with max(lengths) == T, each about
+    input / downsample_rate (:data:`FRAME_SLACK`); and no layer constant over every valid
+    frame of the batch (a dead layer: NaN-free, yet a probe on it is at chance). Checked on
+    the first batch of every extraction and every probe that runs the upstream itself."""
+    who = upstream_label(upstream)
+
+    def fail(problem: str) -> UpstreamOutputError:
+        return UpstreamOutputError(f"{who}: {problem}")
+
+    states = getattr(out, "hidden_states", None)
+    if not isinstance(states, list | tuple) or not states or \
+            not all(isinstance(h, Tensor) for h in states):
+        raise fail(f"returned {type(out).__name__} without hidden states; forward must return "
+                   f"UpstreamOutput(hidden_states=[(B, T, D) per layer], lengths=(B,))")
+    B = int(input_lengths.shape[0])
+    first = states[0]
+    for k, h in enumerate(states):
+        if h.dim() != 3 or h.shape[0] != B:
+            raise fail(f"layer {k} has shape {tuple(h.shape)}, not (B={B}, T, D): every "
+                       f"hidden state must be (batch, frames, features)")
+        if h.shape[-1] != first.shape[-1]:
+            raise fail(f"layers differ in width: layer 0 has D={first.shape[-1]}, layer {k} "
+                       f"has D={h.shape[-1]}; every layer must have one width D")
+        if h.shape[1] != first.shape[1]:
+            raise fail(f"layers differ in frames: layer 0 has T={first.shape[1]}, layer {k} "
+                       f"has T={h.shape[1]}; every layer must have the same T")
+        if not h.is_floating_point():
+            raise fail(f"layer {k} is {h.dtype}, not floating point")
+    T = int(first.shape[1])
+    lengths = getattr(out, "lengths", None)
+    if not isinstance(lengths, Tensor) or tuple(lengths.shape) != (B,):
+        raise fail(f"lengths of shape {tuple(getattr(lengths, 'shape', ()))}, not (B={B},)")
+    if lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise fail(f"lengths are {lengths.dtype}; they must be integer frame counts")
+    lengths = lengths.detach().to("cpu", torch.long)
+    inputs = input_lengths.detach().to("cpu", torch.long)
+    longest = int(lengths.max())
+    unit = "tokens" if is_text(upstream) else "samples"
+    if longest != T:
+        samples = f" (the input's length in {unit}: lengths must count frames, not {unit})" \
+            if longest == int(inputs.max()) and upstream.downsample_rate != 1 else ""
+        raise fail(f"max(lengths)={longest} but the hidden states have T={T} frames"
+                   f"{samples}; max(lengths) must equal T")
+    if int(lengths.min()) < 0:
+        raise fail(f"negative lengths {lengths.tolist()}")
+    rate = upstream.downsample_rate
+    expected = inputs.double() / rate
+    slack = torch.clamp(FRAME_SLACK_SHARE * expected, min=FRAME_SLACK)
+    excess = (lengths.double() - expected).abs() - slack
+    if bool((excess > 0).any()):
+        b = int(excess.argmax())  # the item furthest off, whatever the batch's order
+        raise fail(f"{int(lengths[b])} frames for an input of {int(inputs[b])} {unit}, not "
+                   f"about {float(expected[b]):.0f} at its downsample_rate={rate} (input "
+                   f"{unit} per frame): declare the rate its frames have")
+    mask = valid_mask(lengths, T).to(first.device)
+    with torch.no_grad():
+        for k, h in enumerate(states):
+            valid = h.detach()[mask]  # (frames, D)
+            bad = int((~torch.isfinite(valid)).sum())
+            if bad:
+                raise fail(f"layer {k} has {bad} NaN/Inf values in {valid.shape[0]} frames of "
+                           f"the first batch")
+            if valid.shape[0] >= 2 and bool((valid == valid[:1]).all()):
+                raise fail(f"layer {k} is constant: all {valid.shape[0]} frames of the first "
+                           f"batch have the same features (a dead layer)")
+
+
+def check_finite(upstream: Upstream, layers: Tensor, lengths: Tensor, what: str) -> None:
+    """UpstreamOutputError when stacked layers (L, B, T, D) hold NaN/Inf on valid frames:
+    after the fp16 cast, values beyond float16's range (65504) have become Inf."""
+    mask = valid_mask(lengths.to(layers.device), layers.shape[2])
+    if bool(torch.isfinite(layers[:, mask]).all()):
+        return
+    for k in range(layers.shape[0]):
+        bad = int((~torch.isfinite(layers[k][mask])).sum())
+        if bad:
+            raise UpstreamOutputError(
+                f"{upstream_label(upstream)}: layer {k} has {bad} NaN/Inf values in a batch of "
+                f"{what} (NaN, or |x| beyond float16's 65504)")
+
+
 # ---------------------------------------------------------------- extraction
 
 
@@ -137,10 +250,15 @@ def extract(upstream: Upstream, items: list[dict], todo: list[int], device: torc
     dataset, collate = input_dataset(upstream, items)
     batches = extraction_batches(upstream, items, todo, batch_seconds)
     pin = device.type == "cuda"
+    first = True
     for batch in loader(dataset, collate, batches, num_workers, device):
         with torch.inference_mode():
             out = upstream(*model_inputs(batch, device, non_blocking=pin))
+            if first:  # a result or no cache: raised before anything is written
+                check_output(upstream, out, batch["lengths"])
+                first = False
             stacked = stack_layers(out, torch.float16).cpu()  # cast on the device: half the copy
+        check_finite(upstream, stacked, out.lengths.cpu(), "the float16 features")
         yield batch["index"].tolist(), stacked, out.lengths.tolist()
 
 
@@ -247,6 +365,7 @@ class LiveLayers(nn.Module):
             self.sizes = [it["duration"] * upstream.sample_rate / upstream.downsample_rate
                           for it in items]
         self.dataset, self.collate = input_dataset(upstream, items)
+        self.checked = False  # the first batch's outputs are checked (check_output)
         self.train(False)
 
     def train(self, mode: bool = True) -> LiveLayers:
@@ -270,7 +389,11 @@ class LiveLayers(nn.Module):
         """A collated batch -> layers (L, B, T, D) float32, lengths (B,)."""
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             out = self.upstream(*model_inputs(batch, self.device))
+            if not self.checked:
+                check_output(self.upstream, out, batch["lengths"])
+                self.checked = True
             layers = stack_layers(out)
-        if not self.trainable:
+        if not self.trainable:  # rounded as the cache stores them, and checked as it is
             layers = layers.to(torch.float16).float()
+            check_finite(self.upstream, layers, out.lengths, "the float16 features")
         return layers, out.lengths

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from speechssl.errors import ConfigError
+
 
 class Featurizer(nn.Module):
     """(L, B, T, D) stacked layers -> (B, T, D).
@@ -19,7 +21,9 @@ class Featurizer(nn.Module):
         super().__init__()
         self.num_layers, self.layer_norm, self.layer = num_layers, layer_norm, layer
         if layer is not None and not -num_layers <= layer < num_layers:
-            raise ValueError(f"featurizer.layer={layer} is out of range for {num_layers} layers")
+            raise ConfigError(f"downstream.featurizer.layer={layer}: the upstream has "
+                              f"{num_layers} layer{'s' * (num_layers != 1)}; must be in "
+                              f"[{-num_layers}, {num_layers - 1}] (null = a learned weighted sum)")
         self.weights = nn.Parameter(torch.zeros(num_layers)) if layer is None else None
 
     def forward(self, layers: Tensor) -> Tensor:

@@ -196,7 +196,9 @@ def load_suite(name_or_path: str | Path) -> dict:
     if not path.suffix:
         path = RECIPES / "suite" / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ConfigError(f"suite={name_or_path}: no such suite file {path}")
+        choices = sorted(p.stem for p in (RECIPES / "suite").glob("*.yaml"))
+        raise ConfigError(f"suite={name_or_path}: no such suite file {path}; valid choices: "
+                          f"{', '.join(choices)}")
     try:
         suite = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["upstream=nope"], "Available options in 'upstream'"),
-    (["downstream=nope"], "Available options in 'downstream'"),
+    (["upstream=nope"],
+     r"^upstream=nope: no such upstream .*; valid choices: apc, bert, .*wav2vec2$"),
+    (["downstream=nope"],
+     r"^downstream=nope: no such downstream .*; valid choices: asr, asv, .*sst2$"),
     (["upstream=apc", "upstream.hiden_size=3"], "valid keys under 'upstream': .*hidden_size"),
     (["downstream.optim.lrr=1"], "valid keys under 'downstream.optim': lr"),
     (["bogus=1"], "valid keys under '<top level>': .*mode"),

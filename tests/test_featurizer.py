@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from speechssl.errors import ConfigError
 from speechssl.featurizer import Featurizer
 
 
@@ -27,7 +28,7 @@ def test_fixed_layer_and_layer_norm():
     assert Featurizer(3, layer=1).layer_weights() == [0.0, 1.0, 0.0]
     normed = Featurizer(3, layer_norm=True, layer=0)(layers)
     assert torch.allclose(normed.mean(-1), torch.zeros(2, 5), atol=1e-5)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ConfigError, match=r"layer=3: the upstream has 3 layers; must be in \[-3, 2\]"):
         Featurizer(3, layer=3)
     with pytest.raises(ValueError, match="expected 3 layers"):
         Featurizer(3)(torch.randn(2, 1, 1, 1))

@@ -139,13 +139,71 @@ def check_option_names(name: str, cls: type[Upstream], options: dict) -> None:
         )
 
 
+def check_option_types(name: str, cls: type[Upstream], options: dict) -> None:
+    """ConfigError naming ``upstream.KEY`` when a value does not fit the type annotation of
+    the constructor's parameter: a bool must be true or false (``upstream.normalize=maybe``
+    is refused, not read as true), an int an integer, a float a number, a str a string,
+    ``X | None`` also null, a list or tuple a list of such. Unannotated options are free."""
+    from speechssl.schema import check_annotated
+
+    check_annotated("upstream", name, cls, options)
+
+
 def check_upstream(name: str, **options) -> type[Upstream]:
     """The class of ``upstream=name`` after checking ``options`` against it (names from its
-    signature, values by its ``check_options``), without building a model."""
+    signature, types from its annotations, values by its ``check_options``), without
+    building a model."""
     cls = upstream_class(name)
     check_option_names(name, cls, options)
-    cls.check_options(**options)
+    check_option_types(name, cls, options)
+    try:
+        cls.check_options(**options)
+    except (ValueError, TypeError) as e:  # the constructor refused a value: one line
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"upstream {name!r} refuses its options: {type(e).__name__}: "
+                          f"{detail}") from None
     return cls
+
+
+def builds_from_options(cls: type[Upstream]) -> bool:
+    """True when the constructor reads no files (the class keeps the default
+    ``check_options``), so the model can be built on the meta device for checks."""
+    return getattr(cls.check_options, "__func__", None) is Upstream.check_options.__func__
+
+
+def meta_model(cls: type[Upstream], **options) -> Upstream | None:
+    """The model built on the meta device (shapes, no memory, no weights, no random draws);
+    None for a class whose constructor reads files (hf, torchaudio: their own
+    ``check_options``)."""
+    if not builds_from_options(cls):
+        return None
+    with torch.device("meta"):
+        return cls(**options)
+
+
+def layer_count(cls: type[Upstream], **options) -> int | None:
+    """How many layers (hidden states) the upstream outputs, counted by one forward pass of
+    one second of zeros (16 tokens for text) through the model built on the meta device and
+    then given zero-filled CPU memory: no weights are read and no random numbers drawn.
+    None when that cannot be done (a class that reads files in its constructor, or a
+    forward pass that needs real weights)."""
+    model = meta_model(cls, **options)
+    if model is None:
+        return None
+    try:
+        model = model.to_empty(device="cpu").eval()
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                t.zero_()
+        if getattr(model, "modality", "audio") == "text":
+            x, lengths = torch.zeros(1, 16, dtype=torch.long), torch.tensor([16])
+        else:
+            n = int(model.sample_rate)
+            x, lengths = torch.zeros(1, n), torch.tensor([n])
+        with torch.inference_mode():
+            return len(model(x, lengths).hidden_states)
+    except Exception:  # noqa: BLE001 (counted later, from the real model's features)
+        return None
 
 
 def build_upstream(name: str, **kwargs) -> Upstream:
