@@ -108,7 +108,7 @@ def task_from_config(cfg_down) -> Task:
 
 def masked_mean(x: Tensor, lengths: Tensor) -> Tensor:
     """Mean over valid frames: (B, T, D), (B,) -> (B, D)."""
-    import torch
+    from speechssl.nn.masking import valid_mask
 
-    mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).unsqueeze(-1)
+    mask = valid_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1)
     return (x * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(x.dtype)

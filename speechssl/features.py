@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from speechssl.data.batching import AudioDataset, LengthBucketSampler, collate_audio
 from speechssl.errors import ConfigError, SpeechSSLError
+from speechssl.nn.masking import valid_mask
 from speechssl.upstream.base import Upstream, UpstreamOutput
 
 # ---------------------------------------------------------------- inputs: audio or text
@@ -122,11 +123,6 @@ def upstream_label(upstream: Upstream) -> str:
     if not isinstance(name, str) or not name:
         name = f"{type(upstream).__module__}:{type(upstream).__qualname__}"
     return f"upstream {name!r}"
-
-
-def valid_mask(lengths: Tensor, frames: int) -> Tensor:
-    """(B, T) True on each sequence's first lengths[b] frames."""
-    return torch.arange(frames, device=lengths.device)[None] < lengths[:, None]
 
 
 def check_output(upstream: Upstream, out, input_lengths: Tensor) -> None:

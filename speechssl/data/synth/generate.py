@@ -19,7 +19,6 @@ Generation happens in three steps:
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import math
@@ -856,30 +855,27 @@ def ensure_corpus(root: str | os.PathLike, size: str = "default", seed: int = 0,
         found = damaged_files(final, size)
         if found is not None and not found[0]:
             return final
-    root.mkdir(parents=True, exist_ok=True)
     workers = max(1, int(num_workers if num_workers is not None else os.cpu_count() or 1))
-    with open(root / f"{name}.lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            if not (final / "meta.json").is_file():  # new, or incomplete: not ours to trust
+    from speechssl.lock import locked
+
+    with locked(final):  # concurrent callers: one generates or repairs, the others wait
+        if not (final / "meta.json").is_file():  # new, or incomplete: not ours to trust
+            _generate_into(root, name, size, seed, workers, progress)
+        else:
+            found = damaged_files(final, size)
+            if found is None:
+                _say(f"{final}: a manifest is missing or damaged: generating the corpus "
+                     "again (deterministic from the seed)")
                 _generate_into(root, name, size, seed, workers, progress)
-            else:
-                found = damaged_files(final, size)
-                if found is None:
-                    _say(f"{final}: a manifest is missing or damaged: generating the corpus "
-                         "again (deterministic from the seed)")
+            elif found[0]:
+                bad, entries = found
+                what = f"{len(bad)} audio file{'s' * (len(bad) > 1)} missing or damaged " \
+                       f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+                if _repair_items(final, size, seed, bad, entries, workers):
+                    _say(f"{final}: {what}: rendered again, the same bytes")
+                else:
+                    _say(f"{final}: {what}, and they do not render the same (another "
+                         "eSpeak NG?): generating the corpus again")
                     _generate_into(root, name, size, seed, workers, progress)
-                elif found[0]:
-                    bad, entries = found
-                    what = f"{len(bad)} audio file{'s' * (len(bad) > 1)} missing or damaged " \
-                           f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
-                    if _repair_items(final, size, seed, bad, entries, workers):
-                        _say(f"{final}: {what}: rendered again, the same bytes")
-                    else:
-                        _say(f"{final}: {what}, and they do not render the same (another "
-                             "eSpeak NG?): generating the corpus again")
-                        _generate_into(root, name, size, seed, workers, progress)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     ensure_text_corpus(root, size, seed)  # its text twin, beside it (speechssl.data.synth.text_corpus)
     return final

@@ -27,7 +27,6 @@ Items (one JSON object a line; ``id`` always, no audio):
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -429,22 +428,19 @@ def ensure_text_corpus(root: str | os.PathLike, size: str, seed: int) -> Path:
     final = root / text_dir_name(size, seed)
     if (final / "meta.json").is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{final.name}.lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    from speechssl.lock import locked
+
+    with locked(final):  # concurrent callers: one writes, the others then find it
+        if (final / "meta.json").is_file():
+            return final
+        staging = root / f"{final.name}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        if final.exists():
+            shutil.rmtree(final)
         try:
-            if (final / "meta.json").is_file():
-                return final
-            staging = root / f"{final.name}.partial-{os.getpid()}"
+            _write(staging, size, seed)
+            os.rename(staging, final)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if final.exists():
-                shutil.rmtree(final)
-            try:
-                _write(staging, size, seed)
-                os.rename(staging, final)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            raise
     return final
