@@ -39,7 +39,7 @@ from _common import (  # noqa: E402
 add_repo_to_path()
 
 from speechssl.data.synth.generate import generate_corpus  # noqa: E402
-from speechssl.data.synth.speakers import ensure_voice_overlay  # noqa: E402
+from speechssl.data.synth.espeak import writable_data_dir  # noqa: E402
 
 
 def one_run(size: str, seed: int, workers: int, tmp_root: Path) -> tuple[float, float, int]:
@@ -73,7 +73,7 @@ def main() -> None:
     print(f"- command: `{' '.join([sys.executable] + sys.argv)}`")
     print(f"- corpus size {args.size!r}, seed {args.seed}; {args.repeats} run(s) per setting, "
           f"alternating; each into a fresh directory under {args.tmp}\n", flush=True)
-    ensure_voice_overlay()
+    writable_data_dir()
     settings = [1] + ([args.workers] if args.workers > 1 else [])
     runs: dict[int, list[tuple[float, float, int]]] = {w: [] for w in settings}
     for _ in range(args.repeats):

@@ -75,3 +75,53 @@ def test_quick_mode(script, data_dir, tmp_path):
         assert "CUDA is not available, ran on the CPU" in proc.stdout, log
     if script == "bench_upstream_throughput.py" and not Path(S3PRL_PYTHON).exists():
         assert "s3prl skipped" in proc.stdout, log
+
+
+def test_linear_reference(data_dir, tmp_path):
+    """benchmarks/linear_reference.py (the corpus-headroom and probe-convergence yardstick)
+    on the tiny corpus: a converged regression per task, a cosine EER for ASV."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "linear_reference.py"), "--tasks", "sid", "ic", "asv",
+         "--C", "0.1", "1", "--set", f"data_dir={data_dir}", "--set", f"out_dir={tmp_path}",
+         "--set", "corpus.size=tiny", "--set", "num_threads=1", "--set", "progress=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    log = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, log
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"task", "sid", "ic", "asv"}, log
+    for task in ("sid", "ic"):
+        metric, test, dev, c, converged = rows[task][:5]
+        assert metric == "accuracy %" and 0 <= float(test) <= 100 and c in ("0.1", "1.0"), log
+        assert converged == "yes", log
+    assert 0 <= float(rows["asv"][1]) <= 100, log
+
+
+def test_linear_reference_classification_matches_sklearn():
+    """The per-field regression and the all-fields-right accuracy, on separable toy data."""
+    import numpy as np
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import linear_reference as L
+
+    rng = np.random.default_rng(0)
+
+    class Task:
+        fields = ("a", "b")
+
+        @staticmethod
+        def reference(item):
+            return item["y"]
+
+    def split(n):
+        y = rng.integers(0, 2, size=(n, 2))
+        x = np.concatenate([y * 4.0 + rng.normal(0, 0.3, (n, 2)), rng.normal(0, 1, (n, 3))], 1)
+        return [{"y": tuple(map(str, r))} for r in y], x[:, None, :]
+
+    splits, pooled = {}, {}
+    for s, n in (("train", 80), ("dev", 40), ("test", 40)):
+        splits[s], pooled[s] = split(n)
+    best = L.classification(Task(), splits, pooled, [0.01, 1.0], max_iter=1000)
+    assert best["test"] == 100.0 and best["dev"] == 100.0 and best["converged"]
+    assert best["layer"] == 0

@@ -51,11 +51,12 @@ def _tree_hashes(d: Path) -> dict[str, str]:
 def test_layout_and_meta(corpus):
     assert corpus.name == corpus_dir_name("tiny", 0) == "synth-tiny-seed0"
     meta = json.loads((corpus / "meta.json").read_text())
-    assert meta["format_version"] == 2 and meta["size"] == "tiny" and meta["seed"] == 0
+    assert meta["format_version"] == gen.FORMAT_VERSION == 3
+    assert meta["size"] == "tiny" and meta["seed"] == 0
     assert meta["sample_rate"] == 16000
-    assert len(meta["speakers"]) >= 48
+    assert len(meta["speakers"]) == gen.SPEAKER_COUNTS["tiny"]
     for info in meta["speakers"].values():
-        assert {"voice", "pitch", "rate", "formant", "split"} <= set(info)
+        assert {"voice", "pitch", "rate", "formant", "formants", "tone", "split"} <= set(info)
     splits = meta["speaker_splits"]
     assert sum(len(v) for v in splits.values()) == len(meta["speakers"])
     assert not (set(splits["train"]) & set(splits["dev"])) and not (set(splits["dev"]) & set(splits["test"]))
@@ -68,8 +69,14 @@ def test_layout_and_meta(corpus):
         assert set(meta["counts"][sub]) == set(splits_)
         assert meta["hours"][sub] > 0
     # the spoken speakers are distinct voice configurations
-    combos = {(i["voice"], i["pitch"], i["rate"], i["formant"]) for i in meta["speakers"].values()}
+    combos = {(i["pitch"], i["rate"], i["formant"]) for i in meta["speakers"].values()}
     assert len(combos) == len(meta["speakers"])
+    # every session an item names is described, and belongs to the item's speaker
+    for sub in ("asr", "sid", "asv", "ks"):
+        for split in SUBSET_SPLITS[sub]:
+            for e in _manifest(corpus, sub, split):
+                assert e["session"] in meta["sessions"]
+                assert e["session"].rsplit("-s", 1)[0] == e["speaker"]
 
 
 def test_manifests(corpus):
@@ -168,18 +175,19 @@ def test_phone_alignments_follow_the_audio(corpus):
                 if "phonemes" in e:
                     assert [p for p, _, _ in ali] == e["phonemes"].split(" "), e["id"]
                     checked += 1
-                aug = plan[e["id"]]["aug"]
-                if "snr_db" in aug or "rt60" in aug:
+                aug, session = plan[e["id"]]["aug"], plan[e["id"]]["session"]
+                if "snr_db" in aug or "rt60" in session or session["snr_db"] < 15:
                     continue  # noise and reverberation blur the energy onset / offset
                 x, _ = sf.read(str(corpus / e["path"]))
                 n = len(x) // 160
                 db = 10 * np.log10(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
-                active = np.nonzero(db > db.max() - 30)[0]
+                floor = np.percentile(db, 5)  # the session's noise floor, in the padding
+                active = np.nonzero(db > max(db.max() - 30, floor + 12))[0]
                 onset[aug["speed"] != 1].append(ali[0][1] - active[0] * 0.01)
                 offset[aug["speed"] != 1].append(ali[-1][2] - (active[-1] + 1) * 0.01)
     assert checked > 50
     for sped in (True, False):  # a speed factor left out of the retiming moves them ~100 ms
-        assert len(onset[sped]) > 10
+        assert len(onset[sped]) >= 5, len(onset[sped])
         assert np.median(np.abs(onset[sped])) < 0.015 and np.median(np.abs(offset[sped])) < 0.015
     assert not any("alignment" in e for e in _manifest(corpus, "sd", "train"))  # two talkers
     pre = {e["id"]: e for e in _manifest(corpus, "pretrain", "train")}
@@ -226,10 +234,17 @@ def test_speaker_partitions(corpus):
     assert {e["speaker"] for e in _manifest(corpus, "asv", "train")} <= spl["train"]
     test_spk = {e["speaker"] for e in _manifest(corpus, "asv", "test")}
     assert test_spk <= spl["dev"] | spl["test"] and len(test_spk) > 2
+    # SID is tested on sessions never trained on (VoxCeleb1 holds out whole videos)
+    sessions = {split: {e["session"] for e in _manifest(corpus, "sid", split)}
+                for split in ("train", "dev", "test")}
+    assert not sessions["train"] & sessions["dev"] and not sessions["train"] & sessions["test"]
+    assert not sessions["dev"] & sessions["test"]
 
 
 def test_asv_trials(corpus):
-    test = {e["id"]: e["speaker"] for e in _manifest(corpus, "asv", "test")}
+    entries = _manifest(corpus, "asv", "test")
+    test = {e["id"]: e["speaker"] for e in entries}
+    session = {e["id"]: e["session"] for e in entries}
     lines = (corpus / "manifests" / "asv" / "trials.txt").read_text().splitlines()
     assert lines
     n_target = 0
@@ -238,6 +253,8 @@ def test_asv_trials(corpus):
         assert lab in ("0", "1") and a in test and b in test and a != b
         assert (test[a] == test[b]) == (lab == "1")
         n_target += lab == "1"
+        if lab == "1":  # every tiny test speaker has several sessions: targets cross them
+            assert session[a] != session[b], line
     assert n_target * 2 == len(lines)
 
 
@@ -414,3 +431,121 @@ def test_speed_perturb(factor):
         spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
         f_peak = np.argmax(spec) * 16000 / len(y)
         assert abs(f_peak - 220 * factor) < 3
+
+
+# ---------------------------------------------------------------------------
+# speakers and recording sessions
+# ---------------------------------------------------------------------------
+
+def test_speaker_inventory():
+    from speechssl.data.synth import speakers as V
+
+    big = V.speaker_splits(gen.SPEAKER_COUNTS["default"])
+    assert [len(big[s]) for s in ("train", "dev", "test")] == [200, 50, 50]
+    assert gen.SPEAKER_COUNTS["default"] >= 250
+    assert gen.SPEAKER_COUNTS["large"] > gen.SPEAKER_COUNTS["default"] > gen.SPEAKER_COUNTS["tiny"]
+    for ids in big.values():  # gender-balanced splits
+        genders = [V.SPEAKER_BY_ID[i].gender for i in ids]
+        assert genders.count("male") == genders.count("female")
+    # a smaller size uses a prefix of the same inventory, each speaker in the same split
+    small = V.speaker_splits(gen.SPEAKER_COUNTS["tiny"])
+    for split, ids in small.items():
+        assert set(ids) <= set(big[split])
+    assert V._draw_speaker(7) == V.SPEAKERS[7]  # fixed: a speaker is drawn from its index
+    with pytest.raises(ValueError, match="even number"):
+        V.inventory(V.MAX_SPEAKERS + 2)
+    # continuous parameters: no grid of a few values
+    spk = V.inventory(300)
+    assert len({s.pitch for s in spk}) > 60 and len({s.formant for s in spk}) > 200
+    assert len({s.rate for s in spk}) > 40
+    text = V.variant_text(spk[0])
+    for key in ("pitch", "formant 8", "tone", "consonants", "voicing", "flutter 0", "roughness 0"):
+        assert key in text
+
+
+def test_variant_is_applied_and_does_not_linger(tmp_path):
+    """A speaker's variant changes the voice, and leaves no file behind (eSpeak lists at most
+    350 voices, so variants are handed over one synthesis at a time)."""
+    from speechssl.data.synth import speakers as V
+    from speechssl.data.synth.espeak import get_engine, writable_data_dir
+
+    data = writable_data_dir()
+    eng = get_engine(data)
+    plain, _ = eng.synth_aligned("hello there")
+    a1, _ = eng.synth_aligned("hello there", V.VOICE, V.variant_text(V.SPEAKERS[0]))
+    b, _ = eng.synth_aligned("hello there", V.VOICE, V.variant_text(V.SPEAKERS[1]))
+    a2, _ = eng.synth_aligned("hello there", V.VOICE, V.variant_text(V.SPEAKERS[0]))
+    assert np.array_equal(a1, a2)
+    assert not (len(a1) == len(b) and np.array_equal(a1, b))
+    assert not (len(a1) == len(plain) and np.array_equal(a1, plain))
+    assert not list((data / "voices" / "!v").glob("speechssl-*"))
+
+
+def test_session_plan_and_channel():
+    from scipy.signal import sosfreqz
+
+    from speechssl.data.synth import sessions as S
+
+    a = S.plan_session(0, "spk0003", 3, 2)
+    assert a == S.plan_session(0, "spk0003", 3, 2) and a["id"] == "spk0003-s2"
+    assert a != S.plan_session(1, "spk0003", 3, 2)  # sessions depend on the corpus seed
+    plans = [S.plan_session(0, f"spk{i:04d}", i, k) for i in range(40) for k in range(6)]
+    assert {p["band"] for p in plans} == set(S.BANDS)
+    assert 0.4 < np.mean(["rt60" in p for p in plans]) < 0.9
+    # the microphone's peaking filters reach their gain at their centre frequency
+    flat = {"highpass": 20.0, "eq": [[1000.0, 9.0, 1.0]], "band": "full"}
+    w, h = sosfreqz(S.channel_filter(flat, 16000), worN=[1000.0, 6000.0], fs=16000)
+    assert 20 * np.log10(abs(h[0])) == pytest.approx(9.0, abs=0.2)
+    assert abs(20 * np.log10(abs(h[1]))) < 1.0
+    # telephone: 300-3400 Hz, companded; out-of-band energy is gone
+    phone = dict(flat, eq=[], band="telephone")
+    w, h = sosfreqz(S.channel_filter(phone, 16000), worN=[100.0, 1000.0, 6000.0], fs=16000)
+    db = 20 * np.log10(np.abs(h))
+    assert db[1] > -1.0 and db[0] < -20.0 and db[2] < -40.0
+    x = 0.1 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    y = S.mu_law(x)
+    assert 25 < 10 * np.log10(A.power(x) / A.power(y - x)) < 45  # 8-bit mu-law: ~38 dB
+
+
+def test_sessions_vary_more_than_speakers():
+    """Issue 21's premise: the long-term spectrum of two sessions of one speaker differs more
+    than that of two speakers in one session, so the mean spectrum does not name the
+    speaker. Mean log-mel (gain removed) of one sentence, same-gender speakers."""
+    import torch
+    import torchaudio
+    from scipy.signal import resample_poly
+
+    from speechssl.data.synth import sessions as S
+    from speechssl.data.synth import speakers as V
+    from speechssl.data.synth.espeak import get_engine, writable_data_dir
+
+    eng = get_engine(writable_data_dir())
+
+    def spectrum(i: int, session: dict) -> np.ndarray:
+        raw, _ = eng.synth_aligned("the quick brown fox was reading three books", V.VOICE,
+                                   V.variant_text(V.SPEAKERS[i]), rand_seed=1)
+        x = S.room(resample_poly(raw.astype(np.float64), 320, 441), session, 16000)
+        x = S.record(x, session, np.random.default_rng(0), 16000)
+        fb = torchaudio.compliance.kaldi.fbank(torch.tensor(x, dtype=torch.float32)[None] * 32768,
+                                               num_mel_bins=80).mean(0).numpy()
+        return fb - fb.mean()
+
+    sessions = {i: [S.plan_session(0, f"spk{i:04d}", i, k) for k in range(2)] for i in range(6)}
+    same_speaker, same_session = [], []
+    for i in range(4):  # speakers i and i + 2 share a gender
+        a0, a1 = spectrum(i, sessions[i][0]), spectrum(i, sessions[i][1])
+        b0 = spectrum(i + 2, sessions[i][0])
+        same_speaker.append(np.linalg.norm(a0 - a1))
+        same_session.append(np.linalg.norm(a0 - b0))
+    assert np.mean(same_speaker) > 1.2 * np.mean(same_session), (same_speaker, same_session)
+
+
+def test_old_format_is_generated_again(tmp_path, monkeypatch, capsys):
+    final = tmp_path / corpus_dir_name("tiny", 0)
+    final.mkdir()
+    (final / "meta.json").write_text(json.dumps({"format_version": 2}))
+    calls = []
+    monkeypatch.setattr(gen, "_generate_into", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(gen, "ensure_text_corpus", lambda *a, **k: None)
+    ensure_corpus(tmp_path, "tiny", seed=0, progress=False)
+    assert calls and "format 2" in capsys.readouterr().err

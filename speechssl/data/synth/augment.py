@@ -4,17 +4,20 @@ All functions take numpy arrays (or torch tensors, converted transparently and
 returned as tensors of the input dtype) and, where random, an explicit
 ``numpy.random.Generator``; nothing here touches global random state.
 
-* :func:`colored_noise` / :func:`add_noise` - additive noise at an exact SNR
+* :func:`power_law_noise` / :func:`colored_noise` / :func:`add_noise` - additive noise at an
+  exact SNR
 * :func:`synthetic_rir` / :func:`reverberate` - exponentially decaying noise RIR
 * :func:`speed_perturb` - resampling speed change (length scales by ``1 / factor``)
 """
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import fftconvolve, resample_poly
+from scipy.fft import irfft, next_fast_len, rfft
+from scipy.signal import fftconvolve, firwin, resample_poly
 
 NOISE_KINDS = ("white", "pink", "brown", "blue")
 
@@ -41,6 +44,24 @@ def power(x: np.ndarray) -> float:
     return float(np.mean(x * x)) if x.size else 0.0
 
 
+def power_law_noise(n: int, rng: np.random.Generator, beta: float) -> np.ndarray:
+    """Unit-power noise of length ``n`` with a 1/f^beta power spectrum (any real beta)."""
+    if n <= 0:
+        return np.zeros(0)
+    if beta == 0.0:
+        w = rng.standard_normal(n)
+    else:  # shaped on a fast FFT length (a length with a large prime factor is 100x slower)
+        m = next_fast_len(n, real=True)
+        spec = rfft(rng.standard_normal(m))
+        f = np.fft.rfftfreq(m)
+        f[0] = f[1] if m > 1 else 1.0
+        spec *= f ** (-beta / 2.0)
+        w = irfft(spec, m)[:n]
+    w = w - w.mean()
+    p = power(w)
+    return w / np.sqrt(p) if p > 0 else w
+
+
 def colored_noise(n: int, rng: np.random.Generator, kind: str = "white") -> np.ndarray:
     """Unit-power noise of length ``n`` with a 1/f^beta spectrum.
 
@@ -49,19 +70,7 @@ def colored_noise(n: int, rng: np.random.Generator, kind: str = "white") -> np.n
     betas = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0}
     if kind not in betas:
         raise ValueError(f"unknown noise kind {kind!r}; valid: {sorted(betas)}")
-    if n <= 0:
-        return np.zeros(0)
-    w = rng.standard_normal(n)
-    beta = betas[kind]
-    if beta != 0.0:
-        spec = np.fft.rfft(w)
-        f = np.fft.rfftfreq(n)
-        f[0] = f[1] if n > 1 else 1.0
-        spec *= f ** (-beta / 2.0)
-        w = np.fft.irfft(spec, n)
-    w = w - w.mean()
-    p = power(w)
-    return w / np.sqrt(p) if p > 0 else w
+    return power_law_noise(n, rng, betas[kind])
 
 
 def scale_to_snr(signal, noise, snr_db: float):
@@ -144,6 +153,19 @@ def reverberate(x, rir, keep_level: bool = True):
     return back(y)
 
 
+@functools.lru_cache(maxsize=64)
+def _resampling_filter(up: int, down: int) -> np.ndarray:
+    """The low-pass FIR that ``scipy.signal.resample_poly`` designs for ``up / down`` (its
+    default Kaiser window), made once: designing it costs as much as filtering 3 s."""
+    rate = max(up, down)
+    return firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0))
+
+
+def resample(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """``scipy.signal.resample_poly(x, up, down)`` (the same samples), with its filter cached."""
+    return resample_poly(x, up, down, window=_resampling_filter(up, down))
+
+
 def speed_factor_fraction(factor: float, max_denominator: int = 100) -> Fraction:
     return Fraction(factor).limit_denominator(max_denominator)
 
@@ -161,7 +183,7 @@ def speed_perturb(x, factor: float, max_denominator: int = 100):
     if fr == 1 or len(s) == 0:
         return back(s.copy())
     # new length = len * down / up with up = numerator (old rate), down = denominator
-    y = resample_poly(s, fr.denominator, fr.numerator)
+    y = resample(s, fr.denominator, fr.numerator)
     return back(y)
 
 

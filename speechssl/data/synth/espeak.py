@@ -3,15 +3,18 @@
 Only what the synthetic corpus needs: synchronous synthesis into a numpy buffer with
 the time of every phoneme (eSpeak's phoneme events), voice / parameter selection and
 IPA phonemisation.  eSpeak keeps global state,
-so the library is initialised once per process (:func:`get_engine`).  A private
-data directory may be passed on first use so that custom voice variants (written
-by :mod:`speechssl.data.synth.speakers`) can be selected by name.
+so the library is initialised once per process (:func:`get_engine`).  A writable
+data directory (:func:`writable_data_dir`) may be passed on first use so that voice
+variants (:mod:`speechssl.data.synth.speakers`) can be applied.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
+import shutil
+import tempfile
 import threading
 import unicodedata
 from pathlib import Path
@@ -62,6 +65,44 @@ def default_data_dir() -> Path:
     except ImportError as e:  # pragma: no cover - environment problem
         raise RuntimeError("espeakng-loader is not installed (pip install espeakng-loader)") from e
     return Path(espeakng_loader.get_data_path())
+
+
+def writable_data_dir(base_dir: str | os.PathLike | None = None) -> Path:
+    """An ``espeak-ng-data`` dir whose ``voices/!v`` this process may write voice variants
+    into: symlinks to the shipped data, made once under the system temp dir (keyed by the
+    shipped dir's path) and shared by every process."""
+    src = default_data_dir()
+    base = Path(base_dir) if base_dir is not None else \
+        Path(tempfile.gettempdir()) / f"speechssl-espeak-{os.getuid()}"
+    key = hashlib.sha256(f"v2 {src.resolve()}".encode()).hexdigest()[:16]
+    target = base / key / "espeak-ng-data"
+    if (target / "voices" / "!v" / ".complete").exists():
+        return target
+    base.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=base))
+    try:
+        data = stage / "espeak-ng-data"
+        data.mkdir()
+        for p in src.iterdir():
+            if p.name != "voices":
+                os.symlink(p.resolve(), data / p.name)
+        (data / "voices").mkdir()
+        for p in (src / "voices").iterdir():
+            if p.name != "!v":
+                os.symlink(p.resolve(), data / "voices" / p.name)
+        vdir = data / "voices" / "!v"
+        vdir.mkdir()
+        for p in (src / "voices" / "!v").iterdir():
+            os.symlink(p.resolve(), vdir / p.name)
+        (vdir / ".complete").write_text("ok\n")
+        try:
+            os.rename(stage, target.parent)
+        except OSError:
+            if not (target / "voices" / "!v" / ".complete").exists():  # lost a race with a broken winner
+                raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return target
 
 
 def library_path() -> str:
@@ -145,10 +186,31 @@ class Espeak:
             raise RuntimeError(f"eSpeak could not select voice {name!r} (error {err})")
         self._voice = name
 
+    def _select(self, voice: str, variant: str | None) -> None:
+        """Select ``voice``, with ``variant`` (the text of a voice variant file) applied when
+        given. The variant is written to a file of this process's own name in the data
+        dir's ``voices/!v``, read by eSpeak while selecting, and removed again: eSpeak opens
+        a variant by path, so any number of them can be used (its voice list holds 350)."""
+        if variant is None:
+            self.set_voice(voice)
+            return
+        slot = f"speechssl-{os.getpid()}"
+        path = self.data_dir / "voices" / "!v" / slot
+        try:
+            path.write_text(variant)
+        except OSError as e:
+            raise RuntimeError(f"cannot write an eSpeak voice variant into {path.parent} "
+                               f"(use speechssl.data.synth.espeak.writable_data_dir()): {e}") from e
+        try:
+            self.set_voice(f"{voice}+{slot}")
+        finally:
+            path.unlink(missing_ok=True)
+
     def synth_aligned(
         self,
         text: str,
-        voice: str,
+        voice: str = "en-us",
+        variant: str | None = None,
         rate: int = 175,
         pitch: int = 50,
         pitch_range: int = 50,
@@ -157,14 +219,15 @@ class Espeak:
         rand_seed: int = 0,
         ssml: bool = False,
     ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
-        """Synthesize ``text`` (SSML markup, e.g. ``<emphasis>``, with ``ssml=True``).
+        """Synthesize ``text`` (SSML markup, e.g. ``<emphasis>``, with ``ssml=True``) with
+        ``voice``, changed by the voice ``variant`` file text if given (:meth:`_select`).
 
         Returns float32 samples in [-1, 1] at :attr:`sample_rate` and the phone segments
         ``(phone, start_s, end_s)`` eSpeak reports while speaking (stress marks removed, as
         in :meth:`phonemes`); a phone ends where the next phoneme event (a phone or a
         pause) starts."""
         with self._lock:
-            self.set_voice(voice)
+            self._select(voice, variant)
             for p, v in ((espeakRATE, rate), (espeakPITCH, pitch), (espeakRANGE, pitch_range),
                          (espeakVOLUME, volume), (espeakWORDGAP, wordgap)):
                 self.lib.espeak_SetParameter(p, int(v), 0)

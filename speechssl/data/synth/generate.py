@@ -27,19 +27,21 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import lfilter, resample_poly
+from scipy.signal import lfilter
 
 from . import augment as A
 from . import grammar as G
-from .espeak import espeak_version, get_engine
-from .speakers import SPEAKER_BY_ID, SPEAKERS, ensure_voice_overlay, speaker_splits
+from .espeak import espeak_version, get_engine, writable_data_dir
+from . import sessions as S
+from .speakers import SPEAKER_BY_ID, SPEAKER_INDEX, VOICE, inventory, speaker_splits, variant_text
 from .text_corpus import ensure_text_corpus
 
-FORMAT_VERSION = 2  # 2: utterances carry a phone "alignment"
+FORMAT_VERSION = 3  # 2: utterances carry a phone "alignment"; 3: drawn speakers, sessions
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
 SUBSET_CODES = {"asr": 1, "ks": 2, "ic": 3, "sf": 4, "er": 5, "sid": 6, "asv": 7, "sd": 8, "qbe": 9}
@@ -52,6 +54,9 @@ SUBSETS = tuple(SUBSET_CODES) + ("pretrain",)
 # classes (assigned round robin), "qbe_query"/"qbe_doc" split the qbe subset, and
 # "asv_trials" is the number of trials (half targets) in manifests/asv/trials.txt.
 # ---------------------------------------------------------------------------
+
+# speakers of each size: the first n of the fixed inventory (speakers.py), split 4:1:1
+SPEAKER_COUNTS = {"tiny": 24, "default": 300, "large": 1200}
 
 SIZES: dict[str, dict[str, dict[str, int]]] = {
     "tiny": {
@@ -95,9 +100,11 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
     },
 }
 
-# augmentation probabilities / ranges per subset
-_AUG_BASE = dict(p_noise=0.5, snr=(5.0, 30.0), p_babble=0.25, p_reverb=0.3, rt60=(0.15, 0.7),
-                 p_speed=0.3, speed=(0.9, 1.1), level_db=(-30.0, -18.0), pad=(0.05, 0.35))
+# Per-utterance events on top of the recording session (sessions.py: microphone, band, room,
+# noise floor, level): an interfering noise or babble at an SNR, a speed change, padding,
+# and a small jitter of the session's level and noise-floor SNR.
+_AUG_BASE = dict(p_noise=0.5, snr=(5.0, 30.0), p_babble=0.25, p_speed=0.3, speed=(0.9, 1.1),
+                 pad=(0.05, 0.35), level_jitter_db=1.5, snr_jitter_db=2.0)
 AUG: dict[str, dict] = {
     "asr": dict(_AUG_BASE),
     "ic": dict(_AUG_BASE),
@@ -106,9 +113,12 @@ AUG: dict[str, dict] = {
     "sid": dict(_AUG_BASE, p_speed=0.15, speed=(0.97, 1.03)),
     "asv": dict(_AUG_BASE, p_speed=0.15, speed=(0.97, 1.03)),
     "ks": dict(_AUG_BASE, p_noise=0.85, snr=(0.0, 25.0), p_babble=0.15),
-    "sd": dict(_AUG_BASE, p_noise=0.6, snr=(10.0, 30.0), p_reverb=0.3, p_speed=0.2, speed=(0.95, 1.05)),
-    "qbe": dict(_AUG_BASE, p_noise=0.4, snr=(10.0, 30.0), p_reverb=0.2, p_speed=0.2, speed=(0.95, 1.05)),
+    "sd": dict(_AUG_BASE, p_noise=0.6, snr=(10.0, 30.0), p_speed=0.2, speed=(0.95, 1.05)),
+    "qbe": dict(_AUG_BASE, p_noise=0.4, snr=(10.0, 30.0), p_speed=0.2, speed=(0.95, 1.05)),
 }
+# sessions of the SID speakers in each split: dev and test are sessions never trained on,
+# as VoxCeleb1's identification split holds out whole videos
+SID_SESSIONS = {"train": (0, 1, 2, 3), "dev": (4,), "test": (5,)}
 NOISE_KIND_WEIGHTS = {"white": 0.25, "pink": 0.35, "brown": 0.3, "blue": 0.1}
 
 # emotion prosody relative to the speaker's own settings
@@ -146,7 +156,7 @@ def _style(rng, spk_id: str, emotion: str = "neutral") -> dict:
     e = EMOTION_STYLE[emotion]
     return {
         "pitch": int(np.clip(round(50 + e["pitch"] + rng.normal(0, 3)), 0, 100)),
-        "range": int(np.clip(round(50 + e["range"] + rng.normal(0, 6)), 0, 100)),
+        "range": int(np.clip(round(spk.intonation + e["range"] + rng.normal(0, 6)), 0, 100)),
         "rate": int(round(spk.rate * e["rate"] * math.exp(rng.normal(0, 0.04)))),
         "volume": int(e["volume"]),
         "wordgap": int(e["wordgap"]),
@@ -158,19 +168,16 @@ def _style(rng, spk_id: str, emotion: str = "neutral") -> dict:
 
 def _aug(rng, subset: str, split: str, babble_pool: list[str], speed: bool = True) -> dict:
     cfg = AUG[subset]
-    out: dict = {"level_db": round(float(rng.uniform(*cfg["level_db"])), 3),
+    out: dict = {"level_jitter_db": round(float(rng.normal(0.0, cfg["level_jitter_db"])), 3),
+                 "snr_jitter_db": round(float(rng.normal(0.0, cfg["snr_jitter_db"])), 3),
                  "pad": [round(float(rng.uniform(*cfg["pad"])), 4), round(float(rng.uniform(*cfg["pad"])), 4)]}
     # draw every variable unconditionally so that the plan stays aligned across configs
     u_speed, f_speed = rng.random(), float(rng.uniform(*cfg["speed"]))
-    u_rev, rt60, drr = rng.random(), float(rng.uniform(*cfg["rt60"])), float(rng.uniform(-3.0, 8.0))
     u_noise, snr = rng.random(), float(rng.uniform(*cfg["snr"]))
     u_babble = rng.random()
     kinds = list(NOISE_KIND_WEIGHTS)
     kind = kinds[int(rng.choice(len(kinds), p=list(NOISE_KIND_WEIGHTS.values())))]
     out["speed"] = round(f_speed, 2) if (speed and u_speed < cfg["p_speed"]) else 1.0
-    if u_rev < cfg["p_reverb"]:
-        out["rt60"] = round(rt60, 3)
-        out["drr_db"] = round(drr, 2)
     if u_noise < cfg["p_noise"]:
         out["snr_db"] = round(snr, 2)
         if u_babble < cfg["p_babble"] and babble_pool:
@@ -181,9 +188,18 @@ def _aug(rng, subset: str, split: str, babble_pool: list[str], speed: bool = Tru
     return out
 
 
+def _session(seed: int, speaker: str, rng, choices=None) -> dict:
+    """One of the speaker's recording sessions: drawn from ``choices`` (session indices;
+    default all of them)."""
+    choices = tuple(range(S.SESSIONS_PER_SPEAKER)) if choices is None else tuple(choices)
+    index = choices[int(rng.integers(len(choices)))]
+    return S.plan_session(seed, speaker, SPEAKER_INDEX[speaker], index)
+
+
 def _utt(seed, subset, split, index, spk, text, rng, *, emotion="neutral", babble_pool=(), labels=None,
-         phonemes=False, speed=True, kind="utt") -> dict:
+         phonemes=False, speed=True, kind="utt", sessions=None) -> dict:
     item_id = f"{subset}-{split}-{index:06d}"
+    session = _session(seed, spk.split("+")[0], rng, sessions)
     return {
         "id": item_id,
         "subset": subset,
@@ -195,6 +211,7 @@ def _utt(seed, subset, split, index, spk, text, rng, *, emotion="neutral", babbl
         "text": text,
         "style": _style(rng, spk, emotion) if spk in SPEAKER_BY_ID else None,
         "aug": _aug(rng, subset, split, list(babble_pool), speed=speed),
+        "session": session,
         "labels": dict(labels or {}),
         "want_phonemes": phonemes,
     }
@@ -205,8 +222,8 @@ def plan_corpus(size: str, seed: int) -> tuple[list[dict], dict]:
     split-level plans (qbe terms)."""
     _check_size(size)
     sizes = SIZES[size]
-    spl = speaker_splits()
-    all_spk = [s.id for s in SPEAKERS]
+    spl = speaker_splits(SPEAKER_COUNTS[size])
+    all_spk = [s.id for s in inventory(SPEAKER_COUNTS[size])]
     items: list[dict] = []
 
     def counts(subset):
@@ -276,7 +293,8 @@ def plan_corpus(size: str, seed: int) -> tuple[list[dict], dict]:
             rng = _rng(seed, "sid", split, i)
             text = G.sentence(rng)
             items.append(_utt(seed, "sid", split, i, all_spk[i % len(all_spk)], text, rng,
-                              babble_pool=all_spk, labels={"text": text}))
+                              babble_pool=all_spk, labels={"text": text},
+                              sessions=SID_SESSIONS[split]))
     # --- asv (train: train speakers; test: dev + test speakers)
     for split, n in counts("asv"):
         spks = spl["train"] if split == "train" else spl["dev"] + spl["test"]
@@ -368,16 +386,16 @@ def _speak(text: str, spk_id: str, style: dict, rng: np.random.Generator,
     ssml = _ssml(text, style.get("emphasis", 0), rng)
     try:
         raw, phones = eng.synth_aligned(
-            ssml or text, spk.voice, rate=style["rate"], pitch=style["pitch"],
+            ssml or text, VOICE, variant_text(spk), rate=style["rate"], pitch=style["pitch"],
             pitch_range=style["range"], volume=style["volume"], wordgap=style["wordgap"],
             rand_seed=int(rng.integers(2**31 - 1)), ssml=ssml is not None)
     except RuntimeError as e:
         raise RuntimeError(f"synthesis failed for item {item_id} (text {text!r}): {e}") from e
     if eng.sample_rate != 22050:
         g = math.gcd(SAMPLE_RATE, eng.sample_rate)
-        x = resample_poly(raw.astype(np.float64), SAMPLE_RATE // g, eng.sample_rate // g)
+        x = A.resample(raw.astype(np.float64), SAMPLE_RATE // g, eng.sample_rate // g)
     else:
-        x = resample_poly(raw.astype(np.float64), 320, 441)
+        x = A.resample(raw.astype(np.float64), 320, 441)
     x, start = _trim(x)
     phones = _retime(phones, duration=len(x) / SAMPLE_RATE, shift=-start / SAMPLE_RATE)
     if len(x) == 0:
@@ -449,21 +467,22 @@ def _noise_for(aug: dict, n: int, rng: np.random.Generator, item_id: str) -> np.
     return A.colored_noise(n, rng, aug.get("noise", "white"))
 
 
-def _augment_source(x: np.ndarray, aug: dict, speed: float, rng: np.random.Generator) -> np.ndarray:
+def _in_room(x: np.ndarray, speed: float, session: dict) -> np.ndarray:
+    """A voice, sped up or down, in the session's room."""
     if speed != 1.0:
         x = A.speed_perturb(x, speed)
-    if "rt60" in aug:
-        rir = A.synthetic_rir(rng, SAMPLE_RATE, aug["rt60"], direct_to_reverb_db=aug.get("drr_db", 0.0))
-        x = A.reverberate(x, rir)
-    return x
+    return S.room(x, session, SAMPLE_RATE)
 
 
-def _finish(x: np.ndarray, aug: dict, rng: np.random.Generator, item_id: str) -> np.ndarray:
-    x = _set_level(x, aug["level_db"])
-    noise = _noise_for(aug, len(x), rng, item_id)
+def _finish(x: np.ndarray, item: dict, rng: np.random.Generator) -> np.ndarray:
+    """The utterance's noise event (if any) at its SNR, the session's noise floor,
+    microphone and band, then the session's recording level (with the utterance's jitter)."""
+    aug, session = item["aug"], item["session"]
+    noise = _noise_for(aug, len(x), rng, item["id"])
     if noise is not None:
         x = x + A.scale_to_snr(x, noise, aug["snr_db"])
-    return x
+    x = S.record(x, session, rng, SAMPLE_RATE, snr_jitter_db=aug["snr_jitter_db"])
+    return _set_level(x, session["level_db"] + aug["level_jitter_db"])
 
 
 def _pad(x: np.ndarray, pad: list[float]) -> np.ndarray:
@@ -503,27 +522,23 @@ def render_item(item: dict) -> dict:
             t = np.arange(n) / SAMPLE_RATE
             f0 = 50.0 if item["hum"] < 0.15 else 60.0
             mix += sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.28)) / h for h in (1, 2, 3)) * 0.5
-        x = _set_level(mix, item["noise_level_db"])
+        x = S.record(mix, item["session"], rng, SAMPLE_RATE, floor=False)  # the line's colour
+        x = _set_level(x, item["noise_level_db"])
     elif kind == "ks":
         x = _speak(item["text"], item["speaker"], item["style"], rng, item["id"])[0]
-        x = _augment_source(x, aug, aug["speed"], rng)
+        x = _in_room(x, aug["speed"], item["session"])
         max_len = int(0.95 * SAMPLE_RATE)
         if len(x) > max_len:
             x = A.speed_perturb(x, len(x) / max_len)[:max_len]
         off = int(item["offset_u"] * (SAMPLE_RATE - len(x)))
         y = np.zeros(SAMPLE_RATE)
         y[off:off + len(x)] = x
-        x = _set_level(y, aug["level_db"])
-        if "snr_db" in aug:
-            noise = _noise_for(aug, len(x), rng, item["id"])
-            x = x + A.scale_to_snr(x, noise, aug["snr_db"])
-        else:  # always some noise floor
-            x = x + A.scale_to_snr(x, A.colored_noise(len(x), rng, "pink"), 45.0)
+        x = _finish(y, item, rng)
     elif kind == "sd":
         srcs = []
         for src in item["sources"]:
             s = _speak(src["text"], src["speaker"], src["style"], rng, item["id"])[0]
-            s = _augment_source(s, aug, src["speed"], rng)
+            s = _in_room(s, src["speed"], item["session"])  # one room: the first speaker's session
             srcs.append(s / math.sqrt(A.power(s)))
         la, lb = len(srcs[0]), len(srcs[1])
         overlap = int(round(item["overlap"] * min(la, lb)))
@@ -533,7 +548,7 @@ def render_item(item: dict) -> dict:
         x = np.zeros(total)
         x[start_a:start_a + la] += srcs[0]
         x[start_b:start_b + lb] += srcs[1] * 10 ** (item["gain_db"] / 20)
-        x = _finish(x, aug, rng, item["id"])
+        x = _finish(x, item, rng)
         spk_a, spk_b = item["labels"]["speakers"]
         out["segments"] = [
             {"speaker": spk_a, "start": round(start_a / SAMPLE_RATE, 4), "end": round((start_a + la) / SAMPLE_RATE, 4)},
@@ -541,9 +556,9 @@ def render_item(item: dict) -> dict:
         ]
     else:  # "utt" and "query"
         x, phones = _speak(item["text"], item["speaker"], item["style"], rng, item["id"])
-        x = _augment_source(x, aug, aug["speed"], rng)
+        x = _in_room(x, aug["speed"], item["session"])
         x = _pad(x, aug["pad"])
-        x = _finish(x, aug, rng, item["id"])
+        x = _finish(x, item, rng)
         # reverberation keeps the direct path at lag 0, so only speed and padding move phones
         phones = _retime(phones, duration=len(x) / SAMPLE_RATE, scale=_speed_time_scale(aug["speed"]),
                          shift=round(aug["pad"][0] * SAMPLE_RATE) / SAMPLE_RATE)
@@ -586,7 +601,7 @@ _MANIFEST_FIELDS = {
 
 def _manifest_entry(item: dict, res: dict) -> dict:
     e = {"id": item["id"], "path": item["path"], "duration": round(res["frames"] / SAMPLE_RATE, 4),
-         "speaker": item["speaker"]}
+         "speaker": item["speaker"], "session": item["session"]["id"]}
     for k in _MANIFEST_FIELDS[item["subset"]]:
         if k in item["labels"]:
             e[k] = item["labels"][k]
@@ -626,6 +641,9 @@ def _write_jsonl(path: Path, entries: list[dict]) -> None:
 
 
 def _asv_trials(entries: list[dict], n_trials: int, seed: int) -> list[str]:
+    """Half target, half non-target trials; a target pair comes from two sessions of its
+    speaker wherever the speaker has more than one (VoxCeleb1's trials pair different
+    videos)."""
     rng = np.random.default_rng([seed, SUBSET_CODES["asv"], 99])
     entries = sorted(entries, key=lambda e: e["id"])
     by_spk: dict[str, list[str]] = {}
@@ -634,7 +652,14 @@ def _asv_trials(entries: list[dict], n_trials: int, seed: int) -> list[str]:
     spks = sorted(by_spk)
     ids = [e["id"] for e in entries]
     spk_of = {e["id"]: e["speaker"] for e in entries}
-    n_target_pairs = sum(len(v) * (len(v) - 1) // 2 for v in by_spk.values())
+    session_of = {e["id"]: e.get("session") for e in entries}
+    many = {spk for spk, ids_ in by_spk.items() if len({session_of[i] for i in ids_}) > 1}
+    n_target_pairs = 0
+    for spk, ids_ in by_spk.items():
+        n_target_pairs += len(ids_) * (len(ids_) - 1) // 2
+        if spk in many:  # less the same-session pairs
+            per = Counter(session_of[i] for i in ids_)
+            n_target_pairs -= sum(k * (k - 1) // 2 for k in per.values())
     n_half = min(n_trials // 2, n_target_pairs)
     lines, seen = [], set()
     tries = 0
@@ -644,6 +669,8 @@ def _asv_trials(entries: list[dict], n_trials: int, seed: int) -> list[str]:
         if len(by_spk[spk]) < 2:
             continue
         a, b = (by_spk[spk][int(k)] for k in rng.choice(len(by_spk[spk]), size=2, replace=False))
+        if spk in many and session_of[a] == session_of[b]:
+            continue
         if frozenset((a, b)) not in seen:
             seen.add(frozenset((a, b)))
             lines.append(f"1 {a} {b}")
@@ -687,7 +714,7 @@ def generate_corpus(out_dir: Path, size: str, seed: int, num_workers: int, progr
     """Generate the whole corpus into ``out_dir`` (which must not exist yet)."""
     t0 = time.time()
     items, extra = plan_corpus(size, seed)
-    voice_dir = ensure_voice_overlay()
+    voice_dir = writable_data_dir()
     out_dir.mkdir(parents=True)
     results = _run_items(items, out_dir, voice_dir, num_workers, progress)
 
@@ -712,13 +739,16 @@ def generate_corpus(out_dir: Path, size: str, seed: int, num_workers: int, progr
     trials = _asv_trials(manifests["asv"]["test"], SIZES[size]["asv_trials"]["test"], seed)
     _fsync_write(out_dir / "manifests" / "asv" / "trials.txt", "".join(t + "\n" for t in trials))
 
-    spl = speaker_splits()
+    n_speakers = SPEAKER_COUNTS[size]
+    spl = speaker_splits(n_speakers)
+    sessions = {it["session"]["id"]: S.describe(it["session"]) for it in items}
     meta = {
         "format_version": FORMAT_VERSION,
         "size": size,
         "seed": seed,
         "sample_rate": SAMPLE_RATE,
-        "speakers": {s.id: s.meta() for s in SPEAKERS},
+        "speakers": {s.id: s.meta() for s in inventory(n_speakers)},
+        "sessions": dict(sorted(sessions.items())),
         "speaker_splits": spl,
         "phone_set": phone_set,
         "keywords": list(G.KS_LABELS),
@@ -784,6 +814,15 @@ def damaged_files(final: Path, size: str) -> tuple[list[str], dict[str, dict]] |
     return bad, entries
 
 
+def format_version(final: Path) -> int | None:
+    """The ``format_version`` in a corpus's meta.json (None when unreadable: a damaged
+    meta.json is named by the reader, speechssl.data.corpus.read_meta)."""
+    try:
+        return int(json.loads((final / "meta.json").read_text(encoding="utf-8"))["format_version"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _say(text: str) -> None:
     print(f"[synth] {text}", file=sys.stderr, flush=True)
 
@@ -799,7 +838,7 @@ def _repair_items(final: Path, size: str, seed: int, bad: list[str], entries: di
     staging = final.parent / f"{final.name}.repair-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        results = _run_items(todo, staging, ensure_voice_overlay(),
+        results = _run_items(todo, staging, writable_data_dir(),
                              max(1, min(num_workers, len(todo))), progress=False)
         if any(json.loads(json.dumps(_manifest_entry(it, results[it["id"]]))) != entries[it["path"]]
                for it in todo):
@@ -841,7 +880,8 @@ def ensure_corpus(root: str | os.PathLike, size: str = "default", seed: int = 0,
 
     Generation goes to ``<name>.partial-<pid>`` and is renamed into place only when
     complete; concurrent callers serialise on ``<root>/<name>.lock``. A finished corpus is
-    checked on every call (:func:`damaged_files`: one stat per WAV); missing or damaged WAVs
+    checked on every call (:func:`damaged_files`: one stat per WAV; a corpus of another
+    :data:`FORMAT_VERSION` is generated again); missing or damaged WAVs
     are rendered again, the same bytes, since synthesis is deterministic per item; a missing
     manifest, or an item that does not come out the same, regenerates the whole corpus.
     Either is said in one line.
@@ -851,7 +891,7 @@ def ensure_corpus(root: str | os.PathLike, size: str = "default", seed: int = 0,
     root = Path(root)
     name = corpus_dir_name(size, seed)
     final = root / name
-    if (final / "meta.json").is_file():
+    if (final / "meta.json").is_file() and format_version(final) in (FORMAT_VERSION, None):
         found = damaged_files(final, size)
         if found is not None and not found[0]:
             return final
@@ -860,6 +900,10 @@ def ensure_corpus(root: str | os.PathLike, size: str = "default", seed: int = 0,
 
     with locked(final):  # concurrent callers: one generates or repairs, the others wait
         if not (final / "meta.json").is_file():  # new, or incomplete: not ours to trust
+            _generate_into(root, name, size, seed, workers, progress)
+        elif (old := format_version(final)) not in (FORMAT_VERSION, None):
+            _say(f"{final}: written in corpus format {old}, this version writes format "
+                 f"{FORMAT_VERSION} (docs/corpora.md): generating the corpus again")
             _generate_into(root, name, size, seed, workers, progress)
         else:
             found = damaged_files(final, size)
