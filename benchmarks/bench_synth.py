@@ -38,8 +38,8 @@ from _common import (  # noqa: E402
 
 add_repo_to_path()
 
-from speechssl.data.synth.generate import generate_corpus  # noqa: E402
 from speechssl.data.synth.espeak import writable_data_dir  # noqa: E402
+from speechssl.data.synth.generate import generate_corpus  # noqa: E402
 
 
 def one_run(size: str, seed: int, workers: int, tmp_root: Path) -> tuple[float, float, int]:

@@ -36,8 +36,8 @@ from scipy.signal import lfilter
 
 from . import augment as A
 from . import grammar as G
-from .espeak import espeak_version, get_engine, writable_data_dir
 from . import sessions as S
+from .espeak import espeak_version, get_engine, writable_data_dir
 from .speakers import SPEAKER_BY_ID, SPEAKER_INDEX, VOICE, inventory, speaker_splits, variant_text
 from .text_corpus import ensure_text_corpus
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -117,7 +116,7 @@ def speaker_splits(n: int) -> dict[str, list[str]]:
     return {sp: [s.id for s in spk if s.split == sp] for sp in ("train", "dev", "test")}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def variant_text(spk: Speaker) -> str:
     """The eSpeak NG voice variant file of a speaker (applied on top of :data:`VOICE`)."""
     lines = ["language variant", f"name {spk.id}", f"gender {spk.gender}", "",
