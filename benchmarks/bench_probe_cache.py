@@ -86,7 +86,7 @@ def build_cell(cfg, corpus):
 
 def new_probe(task, cfg_down, num_layers: int, dim: int):
     torch.manual_seed(0)
-    model = Probe(Featurizer(num_layers, **cfg_down.featurizer), task.build_probe(dim), task)
+    model = Probe(Featurizer(num_layers, dim, **cfg_down.featurizer), task.build_probe(dim), task)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg_down.optim.lr,
                             weight_decay=cfg_down.optim.weight_decay)
     return model, model, opt
@@ -158,8 +158,8 @@ def bench_cell(upstream_name, task_name, corpus, args) -> tuple[list, str]:
                                  progress=False)
         extract_s.append(time.perf_counter() - t0)
     L, _, D = feats[0].shape
-    sampler = LengthBucketSampler([f.shape[1] for f in feats], cfg_down.optim.batch_frames,
-                                  shuffle=True, seed=0)
+    sampler = LengthBucketSampler([float(it["duration"]) for it in items],
+                                  cfg_down.optim.batch_seconds, shuffle=True, seed=0)
     batches = list(sampler)
     # one warm-up on-the-fly step (first-call allocations), not timed
     run_on_the_fly(upstream, items, batches, task, cfg_down, 1, L, D)

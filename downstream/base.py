@@ -28,6 +28,11 @@ class Task:
     metric: str = ""
     higher_is_better: bool = True
     trainable: bool = True  # False: no probe is trained; the frozen features are scored (QbE)
+    # True: the probe reads only the mean of its input over valid frames (mean-pool + linear),
+    # so the loop may feed it each item's mean vector as a one-frame sequence, pooled once per
+    # layer and cached (speechssl.features.mean_pooled): the mean commutes with the
+    # featurizer's weighted sum. Tasks whose probe sees frames (or another pooling) leave it.
+    pooled_input: bool = False
     frame_shift: float = 0.01  # seconds per upstream frame; the loop sets it (SD labels)
     device: str = "cpu"  # where scoring may compute (QbE's DTW); the loop sets it
 

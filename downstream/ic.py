@@ -23,6 +23,7 @@ class IntentClassification(Task):
     subset = "ic"
     metric = "accuracy"
     higher_is_better = True
+    pooled_input = True  # PooledMultiHead: the mean over valid frames, then linear heads
 
     def __init__(self):
         self.fields = FIELDS

@@ -79,6 +79,7 @@ class UtteranceClassification(Task):
     label_field = "label"
     metric = "accuracy"
     higher_is_better = True
+    pooled_input = True  # PooledLinear with mean pooling (a subclass with another sets False)
 
     def __init__(self):
         pass

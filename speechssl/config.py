@@ -134,6 +134,10 @@ def check_values(cfg: DictConfig) -> None:
 
     check_config(cfg, trains_probe=getattr(TASKS.find(cfg.downstream.name), "trainable", True),
                  modality=getattr(UPSTREAMS.find(cfg.upstream.name), "modality", None))
+    cls = UPSTREAMS.find(cfg.upstream.name)
+    if cfg.get("mode") == "pretrain" and cls is not None and not cls.pretrains():
+        raise ConfigError(f"upstream={cfg.upstream.name} has nothing to pre-train (no "
+                          "pretrain_loss): mode=pretrain is for self-supervised upstreams")
     from speechssl.runtime import resolve_device
     from speechssl.upstream.base import check_upstream
     from speechssl.upstream.load import upstream_options

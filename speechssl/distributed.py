@@ -4,7 +4,7 @@ trajectory. PyTorch DDP: Li et al., 2020, "PyTorch Distributed: Experiences on A
 Data Parallel Training" (VLDB).
 
 Semantics (docs/distributed.md): a batch is the *global* batch of a single-process run
-(``batch_frames`` / ``batch_seconds`` stay the global budget); rank ``r`` of ``R`` takes a
+(``batch_seconds`` / ``batch_tokens`` stay the global budget); rank ``r`` of ``R`` takes a
 contiguous share of every batch and scales its loss by its share, so DDP's gradient average
 equals the gradient of the global batch's loss. Saved state counts global batches and
 holds unwrapped weights, so a run resumes at any world size.

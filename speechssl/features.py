@@ -258,19 +258,35 @@ def extract(upstream: Upstream, items: list[dict], todo: list[int], device: torc
         yield batch["index"].tolist(), stacked, out.lengths.tolist()
 
 
+def mean_pooled(batches: Iterator[tuple[list[int], Tensor, list[int]]]
+                ) -> Iterator[tuple[list[int], Tensor, list[int]]]:
+    """:func:`extract`'s batches with each item's frames replaced by their mean: (indices,
+    (L, B, 1, D) fp16, [1] * B). The mean is taken in float32 over the item's valid frames.
+    It commutes with the featurizer's weighted sum and with a per-dimension affine map
+    (standardisation), so a mean-pool probe trained on these sees what it would see on
+    every frame."""
+    for idx, stacked, lengths in batches:
+        n = torch.tensor(lengths)
+        mask = valid_mask(n, stacked.shape[2])[None, :, :, None]
+        total = (stacked.float() * mask).sum(2, keepdim=True)
+        yield idx, (total / n.clamp(min=1)[None, :, None, None]).to(torch.float16), [1] * len(idx)
+
+
 def extract_features(upstream: Upstream, items: list[dict], device: torch.device,
                      batch_seconds: float = 160.0, num_workers: int = 0,
-                     progress: bool = True, desc: str = "features") -> list[Tensor]:
+                     progress: bool = True, desc: str = "features",
+                     pooled: bool = False) -> list[Tensor]:
     """Run the frozen upstream over ``items`` in memory (no cache); returns one (L, T_i, D)
-    fp16 CPU tensor per item, in item order. Text items are tokenized first
-    (:func:`encode_items`)."""
+    fp16 CPU tensor per item, in item order (T_i = 1, the mean over frames, when
+    ``pooled``). Text items are tokenized first (:func:`encode_items`)."""
     check_modality(upstream, items)
     if is_text(upstream):
         encode_items(upstream, items)
     feats: list[Tensor | None] = [None] * len(items)
     bar = tqdm(total=len(items), desc=desc, disable=not progress, unit="utt", leave=False)
-    for idx, stacked, lengths in extract(upstream, items, list(range(len(items))), device,
-                                         batch_seconds, num_workers):
+    batches = extract(upstream, items, list(range(len(items))), device, batch_seconds,
+                      num_workers)
+    for idx, stacked, lengths in (mean_pooled(batches) if pooled else batches):
         for b, (i, n) in enumerate(zip(idx, lengths, strict=True)):
             feats[i] = stacked[:, b, :n].clone()
         bar.update(len(idx))
@@ -281,10 +297,11 @@ def extract_features(upstream: Upstream, items: list[dict], device: torch.device
 def cached_features(upstream: Upstream, items: list[dict], device: torch.device, *, key: dict,
                     root, budget_gb: float, batch_seconds: float, num_workers: int = 0,
                     layers: list[int] | None = None, progress: bool = True,
-                    desc: str = "features") -> Sequence[Tensor] | None:
+                    desc: str = "features", pooled: bool = False) -> Sequence[Tensor] | None:
     """The frozen features of one split from the cache in ``root`` (extracted on first use,
     speechssl/cache.py), indexed like ``items``; None when the split exceeds ``budget_gb``.
-    Text items get ``item["_tokens"]`` in every case."""
+    ``pooled``: each item's mean over frames, (L, 1, D) (:func:`mean_pooled`), cached apart
+    from the frames (its key says so). Text items get ``item["_tokens"]`` in every case."""
     from speechssl import cache
 
     check_modality(upstream, items)
@@ -292,9 +309,14 @@ def cached_features(upstream: Upstream, items: list[dict], device: torch.device,
         encode_items(upstream, items)
     if not items:
         return []
+
+    def run(todo):
+        batches = extract(upstream, items, todo, device, batch_seconds, num_workers)
+        return mean_pooled(batches) if pooled else batches
+
     return cache.split_features(
-        root, key, items, text=is_text(upstream), frames=estimate_frames(upstream, items),
-        extract=lambda todo: extract(upstream, items, todo, device, batch_seconds, num_workers),
+        root, {**key, "pooled": "mean"} if pooled else key, items, text=is_text(upstream),
+        frames=float(len(items)) if pooled else estimate_frames(upstream, items), extract=run,
         budget_gb=budget_gb, layers=layers, progress=progress, desc=desc)
 
 
@@ -314,15 +336,32 @@ def collate_features(feats: Sequence[Tensor], indices: list[int],
     return out.to(device), lengths.to(device)
 
 
+def batch_sizes(items: list[dict], text: bool) -> list[float]:
+    """The size of each item in the unit of probe batches: seconds of audio
+    (``optim.batch_seconds``: the same audio per batch whatever the upstream's frame rate,
+    or whether the features are pooled), or tokens (``optim.batch_tokens``; items encoded
+    by :func:`encode_items`)."""
+    if text:
+        return [float(len(it["_tokens"].ids)) for it in items]
+    return [float(it["duration"]) for it in items]
+
+
 class CachedLayers(nn.Module):
     """The layers of a batch read from frozen features: one (L, T_i, D) tensor per item.
-    ``sizes``: frames per item, the unit of ``batch_frames``."""
+    ``sizes``: each item's size in the batch unit (:func:`batch_sizes`). ``pooled``: the
+    features are each item's mean vector (T_i = 1, :func:`mean_pooled`): they are held
+    stacked in memory, a batch is an index into them, and each item counts 1 (batches
+    count utterances, ``optim.batch_utterances``)."""
 
-    def __init__(self, feats: Sequence[Tensor], device: torch.device):
+    def __init__(self, feats: Sequence[Tensor], device: torch.device, sizes: list[float],
+                 pooled: bool = False):
         super().__init__()
-        self.feats, self.device = feats, device
-        lengths = getattr(feats, "lengths", None)  # a disk cache knows them without reading
-        self.sizes = list(lengths) if lengths is not None else [f.shape[1] for f in feats]
+        if len(sizes) != len(feats):
+            raise ValueError(f"{len(sizes)} sizes for {len(feats)} items")
+        self.feats, self.device, self.sizes, self.pooled = feats, device, list(sizes), pooled
+        if pooled:
+            self.stacked = torch.stack([f[:, 0] for f in feats]).to(device)  # (N, L, D) fp16
+            self.sizes = [1.0] * len(feats)
 
     def dims(self) -> tuple[int, int]:
         """(number of layers L, feature size D)."""
@@ -336,6 +375,10 @@ class CachedLayers(nn.Module):
 
     def forward(self, idx: list[int]) -> tuple[Tensor, Tensor]:
         """Item indices (B,) -> layers (L, B, T, D) float32, lengths (B,)."""
+        if self.pooled:
+            layers = self.stacked[torch.as_tensor(idx, device=self.device)].float()
+            return (layers.transpose(0, 1).unsqueeze(2),
+                    torch.ones(len(idx), dtype=torch.long, device=self.device))
         return collate_features(self.feats, idx, self.device)
 
 
@@ -347,7 +390,7 @@ class LiveLayers(nn.Module):
     (speechssl.tuning.set_train_mode).
 
     ``sizes`` per item: tokens (text; each item gets ``item["_tokens"]``, as in feature
-    extraction) or frames estimated from the duration (audio), the unit of ``batch_frames``."""
+    extraction) or seconds (audio): :func:`batch_sizes`."""
 
     def __init__(self, upstream: Upstream, items: list[dict], device: torch.device,
                  trainable: bool, num_workers: int = 0):
@@ -356,10 +399,8 @@ class LiveLayers(nn.Module):
         self.upstream, self.device, self.trainable = upstream, device, trainable
         self.num_workers = num_workers
         if is_text(upstream):
-            self.sizes = [len(e.ids) for e in encode_items(upstream, items)]
-        else:
-            self.sizes = [it["duration"] * upstream.sample_rate / upstream.downsample_rate
-                          for it in items]
+            encode_items(upstream, items)
+        self.sizes = batch_sizes(items, is_text(upstream))
         self.dataset, self.collate = input_dataset(upstream, items)
         self.checked = False  # the first batch's outputs are checked (check_output)
         self.train(False)

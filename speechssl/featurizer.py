@@ -1,4 +1,5 @@
-"""SUPERB featurizer: a softmax-weighted sum of all upstream layers (weights start equal)."""
+"""SUPERB featurizer: a softmax-weighted sum of all upstream layers (weights start equal),
+optionally over layers standardised per dimension with train statistics."""
 
 from __future__ import annotations
 
@@ -7,28 +8,52 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from speechssl.errors import ConfigError
+from speechssl.nn.masking import valid_mask
 
 
 class Featurizer(nn.Module):
     """(L, B, T, D) stacked layers -> (B, T, D).
 
     The L logits start at zero, so training starts from the plain layer average.
+    ``standardize`` maps each layer to per-dimension z-scores with statistics of the training
+    split (:meth:`set_statistics`, kept as buffers, so a saved probe carries them): the
+    features' scale then no longer sets the probe's effective learning rate.
     ``layer_norm`` normalises each layer over D before the sum (s3prl's ``normalize``).
     ``layer`` picks one layer instead (no learned weights), e.g. -1 for the last.
+    ``dim`` (D) is needed with ``standardize``.
     """
 
-    def __init__(self, num_layers: int, layer_norm: bool = False, layer: int | None = None):
+    def __init__(self, num_layers: int, dim: int | None = None, layer_norm: bool = False,
+                 layer: int | None = None, standardize: bool = False):
         super().__init__()
         self.num_layers, self.layer_norm, self.layer = num_layers, layer_norm, layer
+        self.standardize = standardize
         if layer is not None and not -num_layers <= layer < num_layers:
             raise ConfigError(f"downstream.featurizer.layer={layer}: the upstream has "
                               f"{num_layers} layer{'s' * (num_layers != 1)}; must be in "
                               f"[{-num_layers}, {num_layers - 1}] (null = a learned weighted sum)")
         self.weights = nn.Parameter(torch.zeros(num_layers)) if layer is None else None
+        if standardize:
+            if dim is None:
+                raise ValueError("Featurizer(standardize=True) needs the feature size dim")
+            self.register_buffer("mean", torch.zeros(num_layers, dim))
+            self.register_buffer("inv_std", torch.ones(num_layers, dim))
 
-    def forward(self, layers: Tensor) -> Tensor:
+    def set_statistics(self, mean: Tensor, std: Tensor, eps: float = 1e-5) -> None:
+        """(L, D) mean and standard deviation of each layer over the training units."""
+        self.mean.copy_(mean)
+        self.inv_std.copy_(1.0 / (std + eps))
+
+    def forward(self, layers: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``lengths`` (B,): frames past them are set to zero after standardisation (which
+        would otherwise move the padding away from zero)."""
         if layers.shape[0] != self.num_layers:
             raise ValueError(f"expected {self.num_layers} layers, got {layers.shape[0]}")
+        if self.standardize:
+            layers = (layers - self.mean[:, None, None]) * self.inv_std[:, None, None]
+            if lengths is not None:
+                mask = valid_mask(lengths, layers.shape[2])
+                layers = layers * mask[None, :, :, None].to(layers.dtype)
         if self.layer_norm:
             layers = F.layer_norm(layers, layers.shape[-1:])
         if self.weights is None:
@@ -43,3 +68,24 @@ class Featurizer(nn.Module):
             w[self.layer] = 1.0
             return w.tolist()
         return F.softmax(self.weights.detach(), dim=0).cpu().tolist()
+
+
+@torch.no_grad()
+def layer_statistics(source, index_batches: list[list[int]]) -> tuple[Tensor, Tensor]:
+    """Per-layer, per-dimension mean and standard deviation (L, D) over every valid frame of
+    the given batches of a layer source (speechssl.features: CachedLayers, LiveLayers);
+    float64 sums, so long splits do not lose precision."""
+    total = sq = None
+    count = 0
+    for _, inputs in source.batches(index_batches):
+        layers, lengths = source(inputs)  # (L, B, T, D)
+        mask = valid_mask(lengths, layers.shape[2]).to(layers.device)
+        x = layers.double() * mask[None, :, :, None]
+        s, q = x.sum((1, 2)), (x * x).sum((1, 2))
+        total, sq = (s, q) if total is None else (total + s, sq + q)
+        count += int(lengths.sum())
+    if total is None or count == 0:
+        raise ValueError("no frames to compute the standardisation statistics from")
+    mean = total / count
+    var = (sq / count - mean * mean).clamp(min=0.0)
+    return mean.float().cpu(), var.sqrt().float().cpu()

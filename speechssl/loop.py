@@ -27,8 +27,8 @@ def resume(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, fresh: d
     """The training state of ``run_dir/last`` (model and optimizer restored), or ``fresh``;
     every state counts ``step`` (updates done), ``epoch`` and ``pos`` (batches of that
     epoch done)."""
-    state = load_training_state(run_dir / "last", model, opt) or {"step": 0, "epoch": 0,
-                                                                  "pos": 0, **fresh}
+    saved = load_training_state(run_dir / "last", model, opt)
+    state = {"step": 0, "epoch": 0, "pos": 0, **fresh, **(saved or {})}  # keys added since
     if state["step"] and dist.is_main():
         print(f"[{what}] resuming {run_dir} from step {state['step']}")
     return state

@@ -22,11 +22,55 @@ def train(cfg: DictConfig) -> None:
     from speechssl.train import train_cell
 
     check_store(cfg.leaderboard)  # a damaged or read-only store stops before any training
-    row = train_cell(cfg)
+    rows_ = [train_cell(c) for c in lr_search_configs(cfg)]
+    row = rows_[-1]
+    if len(rows_) > 1 and is_main():
+        print(lr_search_summary(rows_))
     if is_main() and not in_sweep():
         print()
         print(markdown_table(rows(cfg.leaderboard), corpus=row["corpus"],
                              suite=OmegaConf.to_container(cfg.suite)))
+
+
+def lr_search_configs(cfg: DictConfig) -> list[DictConfig]:
+    """The configs a train run trains: ``cfg`` itself, or with ``lr_search=true`` one per
+    learning rate of ``downstream.optim.lr_grid`` (SUPERB's search, Yang et al. 2021: the
+    probe's lr chosen on dev per upstream and task). Each is its own run (its own
+    directory and row); runs on one cache share its features; the leaderboard shows the
+    dev-best as the cell, with the lr it chose. A task that trains nothing (QbE) or has no
+    dev metric to choose on (ASV) runs once, said in one line."""
+    from downstream.base import task_from_config
+
+    if not cfg.get("lr_search", False):
+        return [cfg]
+    task = task_from_config(cfg.downstream)
+    grid = list(cfg.downstream.optim.get("lr_grid") or [])
+    if not task.trainable or task.name == "asv" or not grid:
+        why = ("it trains no probe" if not task.trainable else
+               "it has no dev metric to choose on" if task.name == "asv" else
+               "downstream.optim.lr_grid is empty")
+        print(f"[train] lr_search: {task.name} runs at lr={cfg.downstream.optim.lr} only: {why}")
+        return [cfg]
+    out = []
+    for lr in grid:
+        c = cfg.copy()
+        c.downstream.optim.lr = float(lr)
+        out.append(c)
+    return out
+
+
+def lr_search_summary(rows: list[dict]) -> str:
+    """One line per lr of a search, the dev-best marked."""
+    sign = 1.0 if rows[0]["higher_is_better"] else -1.0
+    best = max(rows, key=lambda r: sign * r["dev_value"])
+    lines = [f"[train] lr search of {rows[0]['upstream']} x {rows[0]['task']} "
+             f"(dev {rows[0]['metric']}):"]
+    for r in rows:
+        lr = OmegaConf.create(r["config_yaml"]).downstream.optim.lr
+        still = ", still improving" if r.get("converged") == 0 else ""
+        lines.append(f"  lr={lr:g}: dev {r['dev_value']:.2f}, test {r['test_value']:.2f}"
+                     f"{still}{'  <- the leaderboard keeps this one' if r is best else ''}")
+    return "\n".join(lines)
 
 
 @MODES.register("evaluate")

@@ -17,11 +17,14 @@ from speechssl.store import rows
 
 CELL_FIELDS = ["corpus", "upstream", "task", "metric", "higher_is_better", "test_mean",
                "test_std", "n_seeds", "n_folds", "n_variants", "dev_mean", "choice",
-               "task_score", "metrics_json"]
+               "converged", "task_score", "metrics_json"]
 SCORE_FIELDS = ["corpus", "upstream", "superb_score", "n_tasks", "suite_tasks"]
 
 
 # ---------------------------------------------------------------- the markdown table
+
+
+NOT_CONVERGED = "†"
 
 
 def format_value(c: CellResult) -> str:
@@ -35,6 +38,8 @@ def format_value(c: CellResult) -> str:
     if c.choice:
         on = "best on dev" if c.selected_on == "dev" else "best on test, no dev score"
         text += f" ({on}: {c.choice})"
+    if c.converged is False:
+        text += f" {NOT_CONVERGED}"
     return text
 
 
@@ -69,6 +74,11 @@ def table_notes(cells: list[CellResult], scores: Scores, suite: dict, corpus: st
                      f"(topline - baseline), averaged within a task, then over the "
                      f"{len(suite['tasks'])} suite tasks; reference points: "
                      f"{ref.get('provenance', ref['corpus'])}")
+    if any(c.converged is False for c in mine):
+        notes.append(f"{NOT_CONVERGED} not converged: the probe's dev metric (ASV: its "
+                     "training loss) was still improving over the last fifth of its training "
+                     "(speechssl/convergence.py); a larger downstream.optim.max_steps may "
+                     "change the value")
     return notes + scores.notes
 
 
@@ -149,6 +159,7 @@ def write_csvs(cells: list[CellResult], scores: dict[str, Scores], out: Path) ->
                         "test_mean": c.test, "test_std": c.test_std, "n_seeds": c.n_seeds,
                         "n_folds": c.n_folds, "n_variants": c.n_variants,
                         "dev_mean": "" if c.dev is None else c.dev, "choice": c.choice,
+                        "converged": "" if c.converged is None else int(c.converged),
                         "task_score": "" if ts is None else ts,
                         "metrics_json": json.dumps({k: v[0] for k, v in c.metrics.items()})})
     with scores_csv.open("w", newline="") as f:

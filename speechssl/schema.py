@@ -33,7 +33,9 @@ class Rule:
     """What one config value may be.
 
     kind: "int", "number", "bool", "str", "choice" (one of ``choices``), "dir" (a path that
-    is, or can become, a directory) or "path" (a file path that is not a directory).
+    is, or can become, a directory), "path" (a file path that is not a directory),
+    "numbers" (a non-empty list of numbers in the range) or "removed" (a key that is no
+    more: ``note`` says what replaced it).
     ``low``/``high``: the range of an int or number, exclusive where ``*_open``.
     ``null``: what null means when null is allowed (None: null is not allowed).
     ``note``: a few words on what the value is, shown in the message.
@@ -63,6 +65,10 @@ class Rule:
             text = "a file path"
         elif self.kind == "str":
             text = "a string"
+        elif self.kind == "numbers":
+            text = "a non-empty list of numbers" + self._range()
+        elif self.kind == "removed":
+            return self.note
         else:
             text = ("an integer" if self.kind == "int" else "a number") + self._range()
         if self.null is not None:
@@ -86,8 +92,15 @@ class Rule:
     def problem(self, value) -> str | None:
         """None when ``value`` is valid, else what is wrong with it beyond the range
         (an empty string when the range says it all)."""
+        if self.kind == "removed":
+            return ""
         if value is None:
             return None if self.null is not None else ""
+        if self.kind == "numbers":
+            if not isinstance(value, list | tuple) or not value:
+                return ""
+            ranged = Rule("number", self.low, self.low_open, self.high, self.high_open)
+            return None if all(ranged.problem(v) is None for v in value) else ""
         if self.kind == "bool":
             return None if isinstance(value, bool) else ""
         if self.kind == "choice":
@@ -187,19 +200,30 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "cache_dir": Rule("dir", null="no cache directory"),
     "cache_budget_gb": Num(0, note="0 = never cache"),
     "force": BOOL,
+    "lr_search": BOOL,
     "progress": BOOL,
     # recipes/downstream/*.yaml: what every task shares (its own options: check_annotated)
     "downstream.train_items": Int(1, null="every training item"),
     "downstream.featurizer.layer_norm": BOOL,
+    "downstream.featurizer.standardize": BOOL,
     # the upper end (the upstream's layer count) is checked by config.check_featurizer_layer
     "downstream.featurizer.layer": Int(null="a learned weighted sum of all layers",
                                        note="a layer index; -1 = the last"),
     "downstream.optim.lr": Num(above=0),
+    "downstream.optim.lr_grid": Rule("numbers", low=0, low_open=True,
+                                     note="the learning rates lr_search=true tries"),
     "downstream.optim.weight_decay": Num(0),
     "downstream.optim.max_steps": Int(1),
     "downstream.optim.eval_every": Int(1, note="steps between dev evaluations"),
     "downstream.optim.patience": Int(1, note="dev evaluations without improvement"),
-    "downstream.optim.batch_frames": Int(1, note="padded frames per probe batch"),
+    "downstream.optim.batch_seconds": Num(above=0, note="padded seconds of audio per probe batch"),
+    "downstream.optim.batch_tokens": Int(1, note="padded tokens per probe batch (text tasks)"),
+    "downstream.optim.batch_utterances": Int(1, note="utterances per batch of a probe on pooled "
+                                             "features"),
+    "downstream.optim.batch_frames": Rule(
+        "removed", note="no more: probe batches count audio, not upstream frames; set "
+        "downstream.optim.batch_seconds (audio tasks: frames x 0.01 for a 10 ms upstream) or "
+        "downstream.optim.batch_tokens (text tasks)"),
     "downstream.optim.grad_clip": Num(above=0, note="the gradient-norm clip"),
     "downstream.optim.extract_batch_seconds": Num(above=0),
     # recipes/upstream/*.yaml: pre-training (the model's own options: check_annotated)
@@ -233,7 +257,9 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
 # frozen features; its recipe holds zeros there)
 PROBE_ONLY = ("downstream.optim.lr", "downstream.optim.weight_decay", "downstream.optim.max_steps",
               "downstream.optim.eval_every", "downstream.optim.patience",
-              "downstream.optim.batch_frames", "downstream.optim.grad_clip")
+              "downstream.optim.batch_seconds", "downstream.optim.batch_tokens",
+              "downstream.optim.batch_utterances",
+              "downstream.optim.grad_clip", "downstream.optim.lr_grid")
 
 
 def rule_for(key: str, modality: str | None = None) -> Rule | None:
@@ -273,6 +299,8 @@ def shown(value) -> str:
 
 def fail(key: str, value, rule: Rule, detail: str = "") -> ConfigError:
     """The one-line error of a refused value: the key, the value, the valid range."""
+    if rule.kind == "removed":
+        return ConfigError(f"{key}={shown(value)}: {rule.note}")
     if rule.kind == "choice":  # as the registries say it (mode='fly'; valid modes: ...)
         return ConfigError(f"{key}={shown(value)}; valid {rule.label}: "
                            f"{', '.join(rule.choice_list())}")

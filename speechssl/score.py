@@ -49,6 +49,15 @@ class CellResult:
     selected_on: str = "dev"
     runs: list[dict] = field(repr=False, default_factory=list)
 
+    @property
+    def converged(self) -> bool | None:
+        """Whether every run of the chosen variant's probe converged (speechssl/convergence.py);
+        None when a run does not say (no probe, or recorded before the column existed)."""
+        flags = [r.get("converged") for r in self.runs]
+        if not flags or any(f is None for f in flags):
+            return None
+        return all(bool(f) for f in flags)
+
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}

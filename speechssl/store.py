@@ -31,6 +31,9 @@ COLUMNS = {
     "seed": "INTEGER",
     "tuning": "TEXT",
     "trainable_params": "INTEGER",
+    # 1: the probe stopped improving (speechssl/convergence.py); 0: it was still improving
+    # when its budget ran out; NULL: no probe (QbE), or a row from before this column
+    "converged": "INTEGER",
     "upstream_params": "INTEGER",
     "layer_weights": "TEXT",
     "wall_time_s": "REAL",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +26,22 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from downstream.base import Task, task_from_config
+from speechssl import convergence, loop, store, tuning
 from speechssl import distributed as dist
-from speechssl import loop, store, tuning
 from speechssl.atomic import atomic_write_text
 from speechssl.checkpoint import load_weights, save_training_state, save_weights
 from speechssl.data.batching import LengthBucketSampler
 from speechssl.data.corpora.common import stable_fraction
 from speechssl.data.corpus import Corpus, load_corpus
 from speechssl.errors import SpeechSSLError
-from speechssl.features import CachedLayers, LiveLayers, cached_features
-from speechssl.featurizer import Featurizer
+from speechssl.features import (
+    CachedLayers,
+    LiveLayers,
+    batch_sizes,
+    cached_features,
+    extract_features,
+)
+from speechssl.featurizer import Featurizer, layer_statistics
 from speechssl.runtime import code_version, config_hash, precision_of, resolve_device
 from speechssl.upstream.base import Upstream
 from speechssl.upstream.load import UpstreamInfo, build_from_config, count_params, load_upstream
@@ -63,7 +70,8 @@ class ProbeLoss(nn.Module):
 
     def forward(self, inputs, batch: dict) -> torch.Tensor:
         layers, lengths = self.source(inputs)  # (L, B, T, D), (B,)
-        return self.task.loss(self.model.head, self.model.featurizer(layers), lengths, batch)
+        return self.task.loss(self.model.head, self.model.featurizer(layers, lengths), lengths,
+                              batch)
 
 
 def better(a: float, b: float | None, higher_is_better: bool) -> bool:
@@ -72,7 +80,7 @@ def better(a: float, b: float | None, higher_is_better: bool) -> bool:
 
 @torch.no_grad()
 def predict_split(model: ProbeModel | None, task: Task, source: CachedLayers | LiveLayers,
-                  items: list[dict], batch_frames: int) -> list:
+                  items: list[dict], batch_size: float) -> list:
     """Per-item predictions of the probe, in item order (batches in length order, no
     shuffling); leaves the model and the source in eval mode. With no probe
     (``task.trainable`` False) each item's (L, T, D) features are the predictions."""
@@ -82,7 +90,7 @@ def predict_split(model: ProbeModel | None, task: Task, source: CachedLayers | L
     if model is None and isinstance(source, CachedLayers):
         return source.feats
     preds: list = [None] * len(items)
-    for idx, inputs in source.batches(list(LengthBucketSampler(source.sizes, batch_frames,
+    for idx, inputs in source.batches(list(LengthBucketSampler(source.sizes, batch_size,
                                                                shuffle=False))):
         layers, lengths = source(inputs)
         if model is None:
@@ -90,16 +98,17 @@ def predict_split(model: ProbeModel | None, task: Task, source: CachedLayers | L
                 preds[i] = layers[:, b, : int(lengths[b])].to("cpu", torch.float16)
             continue
         batch = {"items": [items[i] for i in idx]}
-        for i, p in zip(idx, task.predict(model.head, model.featurizer(layers), lengths, batch),
-                        strict=True):
+        for i, p in zip(idx, task.predict(model.head, model.featurizer(layers, lengths), lengths,
+                                          batch), strict=True):
             preds[i] = p
     return preds
 
 
 def evaluate(model: ProbeModel | None, task: Task, split: str, source: CachedLayers | LiveLayers,
-             items: list[dict], batch_frames: int, out_dir: Path | None = None) -> dict[str, float]:
-    """Score the probe on one split; ``out_dir`` (final test pass) receives output files."""
-    preds = predict_split(model, task, source, items, batch_frames)
+             items: list[dict], batch_size: float, out_dir: Path | None = None) -> dict[str, float]:
+    """Score the probe on one split (``batch_size``: :func:`batch_budget`); ``out_dir`` (final
+    test pass) receives output files."""
+    preds = predict_split(model, task, source, items, batch_size)
     return task.evaluate_split(split, preds, items, out_dir)
 
 
@@ -111,6 +120,7 @@ def run_dir_for(cfg: DictConfig, tag: str, task: str, corpus: str) -> Path:
     key = OmegaConf.to_container(cfg.downstream, resolve=True)
     if key.get("train_items", 0) is None:  # the default: directories stay as they were
         del key["train_items"]
+    key.get("optim", {}).pop("lr_grid", None)  # the grid a search draws from is not the run
     if tuning.mode_of(cfg) != "frozen":  # frozen cells keep the directories they always had
         key = {"downstream": key, "tuning": OmegaConf.to_container(cfg.tuning, resolve=True)}
     probe = config_hash(key, n=8)
@@ -177,27 +187,58 @@ def feature_key(cfg: DictConfig, cell: Cell, split: str) -> dict:
             "corpus": cell.corpus.key, "split": split}
 
 
+def trains_pooled(cfg: DictConfig, cell: Cell) -> bool:
+    """Whether the probe trains on each item's mean vector per layer instead of its frames:
+    a mean-pool probe (``Task.pooled_input``) on a frozen upstream, with no per-frame
+    ``featurizer.layer_norm`` (which does not commute with the mean). Same result, a
+    fraction of the cost: thousands of steps in seconds."""
+    return (cell.task.pooled_input and not cell.tuned
+            and not cfg.downstream.featurizer.get("layer_norm", False))
+
+
+def batch_budget(cfg: DictConfig, task: Task, source: CachedLayers | LiveLayers) -> float:
+    """A probe batch's size in its source's unit: ``optim.batch_utterances`` of pooled
+    features, else ``optim.batch_seconds`` of padded audio or ``optim.batch_tokens`` (text
+    tasks); never upstream frames (which would give a 20 ms upstream twice the audio of a
+    10 ms one)."""
+    oc = cfg.downstream.optim
+    if getattr(source, "pooled", False):
+        return float(oc.batch_utterances)
+    return float(oc.batch_tokens if task.modality == "text" else oc.batch_seconds)
+
+
 def layer_sources(cfg: DictConfig, cell: Cell,
                   splits: dict[str, list[dict]]) -> dict[str, CachedLayers | LiveLayers]:
-    """Where each split's layers come from: the frozen-feature cache, or the upstream run on
-    every batch (a tuned upstream; cache=false; a split over the cache budget)."""
+    """Where each split's layers come from: the frozen-feature cache (or, with cache=false,
+    memory for pooled features), or the upstream run on every batch (a tuned upstream;
+    cache=false; a split over the cache budget). A mean-pool probe on a frozen upstream
+    reads each item's mean vector per layer (:func:`trains_pooled`)."""
     trainable = bool(cell.tuned)
+    pooled = trains_pooled(cfg, cell)
+    text = cell.task.modality == "text"
     sources: dict[str, CachedLayers | LiveLayers] = {}
     for s, items in splits.items():
         feats = None
+        progress, desc = cfg.progress and dist.is_main(), f"{cfg.upstream.name} features ({s})"
+        batch_seconds = float(cfg.downstream.optim.extract_batch_seconds)
         if cfg.cache and not trainable:
             feats = cached_features(
                 cell.upstream, items, cell.device, key=feature_key(cfg, cell, s),
                 root=cfg.cache_dir, budget_gb=float(cfg.cache_budget_gb),
-                batch_seconds=float(cfg.downstream.optim.extract_batch_seconds),
-                num_workers=int(cfg.num_workers or 0), progress=cfg.progress and dist.is_main(),
-                desc=f"{cfg.upstream.name} features ({s})")
+                batch_seconds=batch_seconds, num_workers=int(cfg.num_workers or 0),
+                progress=progress, desc=desc, pooled=pooled)
+        elif pooled:  # one small vector per item and layer: memory holds them
+            feats = extract_features(cell.upstream, items, cell.device, batch_seconds,
+                                     int(cfg.num_workers or 0), progress, desc, pooled=True)
         if feats is not None:
-            sources[s] = CachedLayers(feats, cell.device)
+            sources[s] = CachedLayers(feats, cell.device, batch_sizes(items, text), pooled)
         else:
             sources[s] = LiveLayers(cell.upstream, items, cell.device, trainable,
                                     num_workers=int(cfg.num_workers or 0))
     live = [s for s, src in sources.items() if isinstance(src, LiveLayers)]
+    if pooled and dist.is_main():
+        print(f"[train] {cell.task.name}: the probe trains on each item's mean over frames "
+              f"(per layer, pooled once: speechssl.features.mean_pooled)")
     if live and dist.is_main():
         why = f"tuning={tuning.mode_of(cfg)}" if trainable else "not cached"
         print(f"[train] {cfg.upstream.name} runs on every batch of {', '.join(live)} ({why})")
@@ -230,8 +271,11 @@ def train_probe(cfg: DictConfig, cell: Cell,
     main = info.rank == 0
     num_layers, dim = sources["train"].dims()
     torch.manual_seed(cfg.seed)
-    model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
+    model = ProbeModel(Featurizer(num_layers, dim, **cfg.downstream.featurizer),
                        task.build_probe(dim), cell.tuned).to(device)
+    budget = batch_budget(cfg, task, sources["train"])
+    if model.featurizer.standardize:
+        fit_standardization(model.featurizer, sources["train"], budget)
     upstream_lr = cfg.tuning.get("upstream_lr") if cell.tuned else None
     opt = torch.optim.AdamW(param_groups(model, oc.lr, upstream_lr), lr=oc.lr,
                             weight_decay=oc.weight_decay)
@@ -241,12 +285,13 @@ def train_probe(cfg: DictConfig, cell: Cell,
         print(f"[train] tuning={tuning.mode_of(cfg)}: training {n_up:,} of {n_all:,} upstream "
               f"parameters ({100 * n_up / max(n_all, 1):.2f}%) + "
               f"{count_params(model) - n_up:,} featurizer and probe parameters")
-    state = loop.resume(run_dir, model, opt, {"best": None, "best_dev": None, "bad_evals": 0},
+    state = loop.resume(run_dir, model, opt, {"best": None, "best_dev": None, "bad_evals": 0,
+                                              "history": [], "loss_sum": 0.0, "loss_n": 0},
                         "train")
     dist.seed_rank(cfg.seed, state["step"])
     train = sources["train"]
     step_model = dist.wrap_ddp(ProbeLoss(model, task, train))
-    sampler = LengthBucketSampler(train.sizes, oc.batch_frames, shuffle=True, seed=cfg.seed)
+    sampler = LengthBucketSampler(train.sizes, budget, shuffle=True, seed=cfg.seed)
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"]) if main else None
     bar = tqdm(total=oc.max_steps, initial=state["step"], disable=not (cfg.progress and main),
                desc=f"{task.name} probe on {cfg.upstream.name}")
@@ -272,6 +317,8 @@ def train_probe(cfg: DictConfig, cell: Cell,
             loss = dist.all_reduce_sum(loss * weight)
         bar.update(1)
         loss_value = loss.item()
+        state["loss_sum"] += loss_value
+        state["loss_n"] += 1
         bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
         if writer is not None:
             writer.add_scalar("train/loss", loss_value, state["step"])
@@ -280,7 +327,8 @@ def train_probe(cfg: DictConfig, cell: Cell,
                 state.update(dist.broadcast_object(None))
             elif "dev" in sources:
                 dev = evaluate(model, task, "dev", sources["dev"], splits["dev"],
-                               oc.batch_frames)
+                               batch_budget(cfg, task, sources["dev"]))
+                state["history"].append([state["step"], dev[task.metric]])
                 for k, v in dev.items():
                     writer.add_scalar(f"dev/{k}", v, state["step"])
                 if better(dev[task.metric], state["best"], task.higher_is_better):
@@ -292,6 +340,9 @@ def train_probe(cfg: DictConfig, cell: Cell,
                           f"(best {state['best']:.2f})")
             else:  # no dev split (ASV): the last weights are the ones kept
                 save_weights(run_dir / "best.safetensors", model)
+                # convergence is judged on the training loss (mean since the last evaluation)
+                state["history"].append([state["step"], state["loss_sum"] / max(state["loss_n"], 1)])
+            state["loss_sum"], state["loss_n"] = 0.0, 0
             if main:
                 save_training_state(run_dir / "last", model, opt, state)
                 dist.broadcast_object(state)
@@ -303,17 +354,40 @@ def train_probe(cfg: DictConfig, cell: Cell,
         writer.close()
     dist.barrier()  # best.safetensors is written
     load_weights(run_dir / "best.safetensors", model)
+    model.history = state["history"]
+    model.converged = convergence.converged(
+        state["history"], task.higher_is_better if "dev" in sources else False,
+        stopped_early=state["bad_evals"] >= oc.patience)
     return model
 
 
+STATS_ITEMS = 512  # items a tuned upstream (run live) is standardised from: its first pass
+
+
+def fit_standardization(featurizer: Featurizer, source: CachedLayers | LiveLayers,
+                        budget: float) -> None:
+    """Per-layer, per-dimension train statistics for ``featurizer.standardize``: over every
+    training unit the probe sees (each item's mean vector for a pooled probe, every frame
+    otherwise), or over the first :data:`STATS_ITEMS` items when the upstream runs live."""
+    order = list(range(len(source.sizes)))
+    if isinstance(source, LiveLayers):
+        order = order[:STATS_ITEMS]
+    sizes = [source.sizes[i] for i in order]
+    batches = [[order[j] for j in b] for b in LengthBucketSampler(sizes, budget, shuffle=False)]
+    mean, std = layer_statistics(source, batches)
+    featurizer.set_statistics(mean.to(featurizer.mean.device), std.to(featurizer.mean.device))
+
+
 def score_cell(model: ProbeModel | None, task: Task, sources: dict, splits: dict[str, list[dict]],
-               batch_frames: int, run_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """Dev then test scores of the kept weights (or of the frozen features when the task
+               budget: Callable[[CachedLayers | LiveLayers], float],
+               run_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Dev then test scores (``budget(source)``: a batch's size, :func:`batch_budget`) of the kept weights (or of the frozen features when the task
     trains nothing). Dev goes first: tasks tune post-processing there (SD's threshold and
     median filter, QbE's layer) and apply it to test; test writes its files to run_dir."""
-    dev = (evaluate(model, task, "dev", sources["dev"], splits["dev"], batch_frames)
+    dev = (evaluate(model, task, "dev", sources["dev"], splits["dev"], budget(sources["dev"]))
            if "dev" in splits else {})
-    test = evaluate(model, task, "test", sources["test"], splits["test"], batch_frames,
+    test = evaluate(model, task, "test", sources["test"], splits["test"],
+                    budget(sources["test"]),
                     out_dir=run_dir)
     return dev, test
 
@@ -336,8 +410,9 @@ def train_cell(cfg: DictConfig) -> dict:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     dist.barrier()
 
-    oc = cfg.downstream.optim
+    t_features = time.time()
     sources = layer_sources(cfg, cell, splits)
+    t_probe = time.time()
     num_layers = sources["test"].dims()[0]
     if all(isinstance(src, CachedLayers) for src in sources.values()):
         cell.upstream = None  # features are extracted: free the upstream
@@ -347,16 +422,25 @@ def train_cell(cfg: DictConfig) -> dict:
     if not dist.is_main():  # rank 0 scores and records the cell; take its row
         dist.barrier()
         return dist.broadcast_object(None)
-    dev, test = score_cell(model, task, sources, splits, oc.batch_frames, run_dir)
+    t_score = time.time()
+    dev, test = score_cell(model, task, sources, splits, lambda s: batch_budget(cfg, task, s),
+                           run_dir)
+    # where the wall time went: setup (corpus, upstream), features (cache or extraction),
+    # probe training, scoring (benchmarks/bench_suite.py reads it)
+    timing = {"setup_s": t_features - t0, "features_s": t_probe - t_features,
+              "probe_s": t_score - t_probe, "score_s": time.time() - t_score}
     row = {
         "run_id": str(run_dir.relative_to(Path(cfg.out_dir) / "runs")),
         "upstream": cfg.upstream.name, "weights_hash": info.weights_hash,
         "pretrain_corpus": info.pretrain_corpus, "task": task.name, "corpus": corpus.name,
         "metric": task.metric, "higher_is_better": int(task.higher_is_better),
         "dev_value": dev.get(task.metric, float("nan")), "test_value": test[task.metric],
-        "metrics_json": json.dumps({"dev": dev or None, "test": test}),
+        "metrics_json": json.dumps({"dev": dev or None, "test": test,
+                                    "history": model.history if model else None,
+                                    "timing": {k: round(v, 1) for k, v in timing.items()}}),
         "seed": int(cfg.seed), "tuning": tuning.mode_of(cfg),
         "trainable_params": count_params(model, trainable_only=True) if model else 0,
+        "converged": int(model.converged) if model else None,
         "upstream_params": info.params,
         "layer_weights": json.dumps(model.featurizer.layer_weights() if model
                                     else task.layer_weights(num_layers)),
@@ -378,16 +462,16 @@ def evaluate_cell(cfg: DictConfig) -> dict[str, float]:
     task, splits, run_dir = cell.task, cell.splits, cell.run_dir
     if task.trainable and not (run_dir / "best.safetensors").is_file():
         raise SpeechSSLError(f"no trained probe at {run_dir}: run mode=train first")
-    oc = cfg.downstream.optim
     needed = {s: splits[s] for s in ("dev", "test") if s in splits}
     sources = layer_sources(cfg, cell, needed)
     model = None
     if task.trainable:
         num_layers, dim = sources["test"].dims()
-        model = ProbeModel(Featurizer(num_layers, **cfg.downstream.featurizer),
+        model = ProbeModel(Featurizer(num_layers, dim, **cfg.downstream.featurizer),
                            task.build_probe(dim), cell.tuned).to(cell.device)
         load_weights(run_dir / "best.safetensors", model)
-    _, test = score_cell(model, task, sources, needed, oc.batch_frames, run_dir)
+    _, test = score_cell(model, task, sources, needed, lambda s: batch_budget(cfg, task, s),
+                         run_dir)
     print(f"[evaluate] {cfg.upstream.name} x {task.name} on {cell.corpus.name} test: "
           + ", ".join(f"{k}={v:.2f}" for k, v in test.items()))
     return test

@@ -47,6 +47,11 @@ CASES = {
         ["# upstream forward throughput: ours vs s3prl", "| upstream | params M ours |",
          "| ours/s3prl |", "| apc |", "| wav2vec2 |", "| mfcc |",
          "- ratio = s3prl median time / our median time", "Architectures compared:"]),
+    "bench_suite.py": (
+        ["--data-dir", "{data}", "--tasks", "ks", "pr", "--set", "num_threads=1",
+         "--out-dir", "{tmp}/suite"],
+        ["# the superb suite for fbank, task by task", "| task | metric | test | converged |",
+         "| ks | accuracy |", "| pr | per |", "| **total** |"]),
     "bench_demo.py": (
         ["--tmp", "{tmp}", "num_threads=1"],
         ["# end-to-end demo: python run.py upstream=apc downstream=asr",

@@ -28,7 +28,7 @@ APC = ["upstream=apc", "upstream.hidden_size=32", "upstream.dropout=0",
        "upstream.pretrain.batch_seconds=20", "upstream.pretrain.save_every=2",
        "upstream.pretrain.log_every=1"]
 KS = ["upstream=fbank", "downstream=ks", "downstream.optim.max_steps=6",
-      "downstream.optim.eval_every=3", "downstream.optim.batch_frames=800",
+      "downstream.optim.eval_every=3", "downstream.optim.batch_seconds=8",
       "downstream.optim.lr=1e-2"]
 
 

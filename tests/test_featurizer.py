@@ -32,3 +32,38 @@ def test_fixed_layer_and_layer_norm():
         Featurizer(3, layer=3)
     with pytest.raises(ValueError, match="expected 3 layers"):
         Featurizer(3)(torch.randn(2, 1, 1, 1))
+
+
+def test_standardize_with_train_statistics_and_zero_padding():
+    from speechssl.featurizer import layer_statistics
+
+    torch.manual_seed(0)
+    layers = torch.randn(2, 3, 6, 4) * torch.tensor([1.0, 10.0, 0.1, 3.0]) + 5.0
+    lengths = torch.tensor([6, 4, 2])
+    f = Featurizer(2, 4, standardize=True, layer=0)
+    assert torch.equal(f(layers), layers[0])  # identity until statistics are set
+
+    class Source:  # the layer-source interface of speechssl.features, one batch
+        def batches(self, index_batches):
+            for idx in index_batches:
+                yield idx, idx
+
+        def __call__(self, idx):
+            return layers, lengths
+
+    mean, std = layer_statistics(Source(), [[0, 1, 2]])
+    valid = torch.cat([layers[:, b, : int(n)] for b, n in enumerate(lengths)], dim=1)  # (L, N, D)
+    assert torch.allclose(mean, valid.mean(1), atol=1e-5)
+    assert torch.allclose(std, valid.std(1, unbiased=False), atol=1e-5)
+    f.set_statistics(mean, std)
+    out = f(layers, lengths)
+    z = torch.cat([out[b, : int(n)] for b, n in enumerate(lengths)])
+    assert torch.allclose(z.mean(0), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(4), atol=1e-3)
+    assert out[1, 4:].abs().max() == 0 and out[2, 2:].abs().max() == 0  # padding stays zero
+    # the statistics travel with the weights
+    g = Featurizer(2, 4, standardize=True, layer=0)
+    g.load_state_dict(f.state_dict())
+    assert torch.equal(g(layers, lengths), out)
+    with pytest.raises(ValueError, match="needs the feature size"):
+        Featurizer(2, standardize=True)

@@ -335,3 +335,14 @@ def test_layer_weights_of_a_cell_are_averaged_over_its_runs(tmp_path):
     cells = score.aggregate(rows)
     assert report.cell_layer_weights(cell(cells, "apc", "ks")) == pytest.approx([0.3, 0.4, 0.3])
     assert report.cell_layer_weights(cell(cells, "apc", "pr")) is None
+
+
+def test_unconverged_cells_are_marked():
+    rows = [{**run("fbank", "ks", test=50.0), "converged": 1},
+            {**run("apc", "ks", test=60.0), "converged": 0},
+            run("mfcc", "ks", test=40.0)]  # a row from before the column: not marked
+    table = report.markdown_table(rows, suite=SUITE)
+    assert "| 60.00 † |" in table and "| 50.00 |" in table and "| 40.00 |" in table
+    assert "† not converged" in table
+    assert cell(score.aggregate(rows), "apc", "ks").converged is False
+    assert cell(score.aggregate(rows), "mfcc", "ks").converged is None

@@ -44,7 +44,7 @@ def test_asv_cell(make_cfg):
 def test_sd_cell_writes_rttm(make_cfg):
     cfg = make_cfg("upstream=fbank", "downstream=sd", "downstream.optim.max_steps=20",
                    "downstream.hidden_dim=32", "downstream.optim.eval_every=10",
-                   "downstream.optim.batch_frames=1200")
+                   "downstream.optim.batch_seconds=12")
     row = train_cell(cfg)
     dev, test = json.loads(row["metrics_json"])["dev"], json.loads(row["metrics_json"])["test"]
     assert row["metric"] == "der" and 0.0 <= row["test_value"]

@@ -128,3 +128,38 @@ def test_utterance_task_cell(make_cfg, task, extra):
     assert 0.0 <= row["test_value"] <= 100.0
     test = json.loads(row["metrics_json"])["test"]
     assert set(test) == {"accuracy", *extra}
+
+
+def test_a_mean_pool_probe_on_pooled_features_sees_what_it_sees_on_frames(tiny_corpus):
+    """The pooled path (speechssl.features.mean_pooled): each item's mean vector per layer,
+    fed as one frame, gives the loss and the predictions of the frames themselves, with the
+    featurizer's weighted sum and standardisation in between (both commute with the mean)."""
+    from speechssl.features import mean_pooled
+
+    torch.manual_seed(0)
+    items = tiny_corpus.items("ks", "train")[:6]
+    for name in ("ks", "ic"):
+        task = build_task(name)
+        if name == "ic":
+            items = tiny_corpus.items("ic", "train")[:6]
+        task.setup(items)
+        assert task.pooled_input
+        frames = [torch.randn(3, 5 + 4 * i, 8) for i in range(6)]  # (L, T_i, D), float32
+        layers, lengths = collate_features(frames, list(range(6)), torch.device("cpu"))
+        [(_, pooled, ones)] = list(mean_pooled(iter([(list(range(6)), layers.half(),
+                                                      lengths.tolist())])))
+        assert pooled.shape == (3, 6, 1, 8) and ones == [1] * 6
+        model = ProbeModel(Featurizer(3, 8, standardize=True), task.build_probe(8))
+        model.featurizer.set_statistics(torch.randn(3, 8), torch.rand(3, 8) + 0.5)
+        with torch.no_grad():
+            model.featurizer.weights.copy_(torch.tensor([0.3, -1.0, 2.0]))
+        batch = {"items": items}
+        one = torch.ones(6, dtype=torch.long)
+        on_frames = task.loss(model.head, model.featurizer(layers.half().float(), lengths),
+                              lengths, batch)
+        on_means = task.loss(model.head, model.featurizer(pooled.float(), one), one, batch)
+        assert abs(on_frames.item() - on_means.item()) < 1e-2 * abs(on_frames.item())
+        p_frames = task.predict(model.head, model.featurizer(layers.half().float(), lengths),
+                                lengths, batch)
+        p_means = task.predict(model.head, model.featurizer(pooled.float(), one), one, batch)
+        assert p_frames == p_means

@@ -201,6 +201,7 @@ def test_run_dirs_differ_per_tuning_and_frozen_keeps_its_directory(make_cfg):
     frozen = make_cfg("upstream=bert", "downstream=sst2")
     base = OmegaConf.to_container(frozen.downstream, resolve=True)
     del base["train_items"]  # null, the default: not part of the key (tests/test_train_items.py)
+    del base["optim"]["lr_grid"]  # the grid an lr search draws from does not make the run
     from speechssl.runtime import config_hash
 
     # a frozen cell's directory is the one it had before tuning existed
@@ -209,6 +210,8 @@ def test_run_dirs_differ_per_tuning_and_frozen_keeps_its_directory(make_cfg):
             for o in ([], ["tuning=lora"], ["tuning=lora", "tuning.rank=4"], ["tuning=full"],
                       ["tuning=scratch"])}
     assert len(dirs) == 5
+    other_grid = make_cfg("upstream=bert", "downstream=sst2", "downstream.optim.lr_grid=[0.5]")
+    assert run_dir_for(other_grid, "t", "sst2", "c") == run_dir_for(frozen, "t", "sst2", "c")
 
 
 def _row(tuning_mode, value, run_id, config_yaml=""):
@@ -320,7 +323,7 @@ def test_mockingjay_lora_cell_end_to_end(make_cfg, cells):
             "upstream.num_heads=2", "upstream.ff_size=64", "upstream.cmvn=global",
             "upstream.pretrain.steps=2", "upstream.pretrain.batch_seconds=10",
             "upstream.pretrain.warmup_steps=1", "downstream=ks", "downstream.optim.max_steps=3",
-            "downstream.optim.eval_every=3", "downstream.optim.batch_frames=800",
+            "downstream.optim.eval_every=3", "downstream.optim.batch_seconds=8",
             "tuning=lora", "tuning.rank=2"))
     cell = cells[-1]
     assert row["tuning"] == "lora" and 0.0 <= row["test_value"] <= 100.0
@@ -332,16 +335,21 @@ def test_mockingjay_lora_cell_end_to_end(make_cfg, cells):
     _frozen_and_trained_check(cell, snapshots[0], set(cell.tuned))
 
 
-def test_cache_false_gives_the_cached_result(make_cfg, capsys):
-    """Frozen fbank x ks on the fly (the s3prl way) against the feature cache: the clips are
-    1 s (98 frames cached, 100 estimated from the duration), so 3200-frame batches hold 32
-    clips on both paths and the features are the same fp16 values."""
-    args = ["upstream=fbank", "downstream=ks", "downstream.optim.max_steps=12",
-            "downstream.optim.eval_every=6", "downstream.optim.batch_frames=3200"]
+@pytest.mark.parametrize("task", ["pr", "ks"])
+def test_cache_false_gives_the_cached_result(make_cfg, capsys, task):
+    """Frozen fbank on the fly (the s3prl way) against the feature cache: batches count
+    seconds of audio on both paths and the features are the same fp16 values. KS's
+    mean-pool probe reads pooled vectors either way (kept in memory with cache=false)."""
+    args = ["upstream=fbank", f"downstream={task}", "downstream.optim.max_steps=12",
+            "downstream.optim.eval_every=6", "downstream.optim.batch_seconds=32"]
     cached = train_cell(make_cfg(*args))
     assert "runs on every batch" not in capsys.readouterr().out
     live = train_cell(make_cfg(*args, "++cache=false", "force=true"))
-    assert "fbank runs on every batch of train, dev, test (not cached)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    if task == "pr":
+        assert "fbank runs on every batch of train, dev, test (not cached)" in out
+    else:
+        assert "runs on every batch" not in out and "mean over frames" in out
     assert live["run_id"] == cached["run_id"]  # the same cell: cache only changes the path
     assert (live["dev_value"], live["test_value"]) == (cached["dev_value"], cached["test_value"])
     assert live["metrics_json"] == cached["metrics_json"]

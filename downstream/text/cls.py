@@ -32,6 +32,7 @@ class SentenceClassification(TextTask):
     def __init__(self, pooling: str = "cls", dropout: float = 0.1):
         self.pooling, self.dropout = check_pooling(pooling), dropout
         self.regression = False
+        self.pooled_input = self.pooling == "mean"
 
     def splits(self, corpus) -> dict[str, list[dict]]:
         out = super().splits(corpus)

@@ -76,9 +76,14 @@ class Upstream(nn.Module):
         directory named in its options); None when its weights come from us."""
         return None
 
+    @classmethod
+    def pretrains(cls) -> bool:
+        """Whether the class defines a self-supervised objective (``pretrain_loss``)."""
+        return cls.pretrain_loss is not Upstream.pretrain_loss
+
     @property
     def can_pretrain(self) -> bool:
-        return type(self).pretrain_loss is not Upstream.pretrain_loss
+        return type(self).pretrains()
 
     @torch.no_grad()
     def describe(self) -> dict:

@@ -59,9 +59,20 @@ CASES = {
     "patience": (["downstream.optim.patience=0"],
                  "downstream.optim.patience=0: must be an integer >= 1 (dev evaluations without "
                  "improvement)"),
-    "batch-frames": (["downstream.optim.batch_frames=0"],
-                     "downstream.optim.batch_frames=0: must be an integer >= 1 (padded frames "
-                     "per probe batch)"),
+    "batch-seconds": (["downstream.optim.batch_seconds=0"],
+                      "downstream.optim.batch_seconds=0: must be a number > 0 (padded seconds "
+                      "of audio per probe batch)"),
+    "batch-frames-removed": (["++downstream.optim.batch_frames=3200"],
+                             "downstream.optim.batch_frames=3200: no more: probe batches count "
+                             "audio, not upstream frames; set downstream.optim.batch_seconds "
+                             "(audio tasks: frames x 0.01 for a 10 ms upstream) or "
+                             "downstream.optim.batch_tokens (text tasks)"),
+    "pretrain-fbank": (["mode=pretrain", "upstream=fbank"],
+                       "upstream=fbank has nothing to pre-train (no pretrain_loss): "
+                       "mode=pretrain is for self-supervised upstreams"),
+    "lr-grid": (["downstream.optim.lr_grid=[0.001,-1]"],
+                "downstream.optim.lr_grid=[0.001, -1]: must be a non-empty list of numbers > 0 "
+                "(the learning rates lr_search=true tries)"),
     "grad-clip": (["downstream.optim.grad_clip=-1"],
                   "downstream.optim.grad_clip=-1: must be a number > 0 (the gradient-norm clip)"),
     "num-threads": (["num_threads=-3"],

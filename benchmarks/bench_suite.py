@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Wall time of the whole SUPERB suite for one upstream, task by task: where it goes
+(setup, features, probe training, scoring), the score, and whether each probe converged.
+
+Each task is one child ``python run.py upstream=U downstream=T force=true ...`` with a
+fresh feature cache (its extraction is counted); the corpus in data_dir and the upstream's
+pre-training are made first, untimed (``mode=synth``, ``mode=pretrain``). The per-stage times are the ones train.py
+records in the row (``metrics_json.timing``); wall is the child's. With ``--baseline
+DIR`` (a checkout of another commit, e.g. ``git worktree add /tmp/old <commit>``) each
+task runs there too, on the same corpus, alternating, and the table gets the ratio
+baseline wall / this wall.
+
+    python benchmarks/bench_suite.py                          # fbank, default corpus
+    python benchmarks/bench_suite.py --upstream apc           # pre-trains APC first (not timed)
+    python benchmarks/bench_suite.py --tasks asr sd --baseline /tmp/old
+    python benchmarks/bench_suite.py --quick                  # tiny corpus, cut budgets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, add_repo_to_path, fmt, load_average, machine_header, table  # noqa: E402
+
+QUICK = ["corpus.size=tiny", "downstream.optim.max_steps=6", "downstream.optim.eval_every=3"]
+QUICK_PRETRAIN = ["upstream.pretrain.steps=2", "upstream.pretrain.batch_seconds=10"]
+
+
+def pretrains(upstream: str) -> bool:
+    add_repo_to_path()
+    from speechssl.upstream.base import UPSTREAMS
+
+    return UPSTREAMS.get(upstream).pretrains()
+
+
+def suite_tasks(name: str) -> list[str]:
+    add_repo_to_path()
+    from speechssl.score import load_suite
+
+    return list(load_suite(name)["tasks"])
+
+
+def run_task(root: Path, upstream: str, task: str, data_dir: Path, out_dir: Path,
+             overrides: list[str], log: Path) -> dict:
+    """One child run.py in checkout ``root``: its wall time and the row it recorded."""
+    cmd = [sys.executable, "run.py", f"upstream={upstream}", f"downstream={task}",
+           f"data_dir={data_dir}", f"out_dir={out_dir}", f"cache_dir={out_dir}/features-{task}",
+           "force=true", "progress=false", *overrides]
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        t0 = time.perf_counter()
+        code = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT).returncode
+        wall = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"{upstream} x {task} failed in {root} (exit {code}): see {log}")
+    rows = sorted(Path(out_dir, "runs").rglob("result.json"), key=lambda p: p.stat().st_mtime)
+    row = json.loads(rows[-1].read_text())
+    return {"wall": wall, "row": row, "metrics": json.loads(row["metrics_json"])}
+
+
+def prepare(root: Path, upstream: str, data_dir: Path, out_dir: Path, overrides: list[str],
+            log: Path) -> None:
+    """Synthesize the corpus and pre-train the upstream (when it pre-trains), untimed."""
+    modes = ["synth", "pretrain"] if pretrains(upstream) else ["synth"]
+    for mode in modes:
+        cmd = [sys.executable, "run.py", f"mode={mode}", f"upstream={upstream}",
+               f"data_dir={data_dir}", f"out_dir={out_dir}", "progress=false", *overrides]
+        with open(log, "a") as f:
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            if subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT).returncode:
+                raise SystemExit(f"mode={mode} for {upstream} failed in {root}: see {log}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--upstream", default="fbank")
+    p.add_argument("--suite", default="superb")
+    p.add_argument("--tasks", nargs="+", default=None, help="default: the suite's tasks")
+    p.add_argument("--data-dir", default=str(REPO / "data"))
+    p.add_argument("--out-dir", default=None, help="default: a temporary directory")
+    p.add_argument("--baseline", default=None, help="a checkout of another commit to compare")
+    p.add_argument("--quick", action="store_true", help="tiny corpus, a few steps per task")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every run (Hydra syntax), e.g. num_threads=1")
+    args = p.parse_args(argv)
+    tasks = args.tasks or suite_tasks(args.suite)
+    quick = QUICK + (QUICK_PRETRAIN if pretrains(args.upstream) else [])
+    overrides = (quick if args.quick else []) + list(args.set)
+    out_root = Path(args.out_dir or tempfile.mkdtemp(prefix="bench-suite-"))
+    data_dir = Path(args.data_dir)
+    roots = {"this": REPO} | ({"baseline": Path(args.baseline).resolve()} if args.baseline else {})
+    log = out_root / "runs.log"
+    out_root.mkdir(parents=True, exist_ok=True)
+    print(f"# the {args.suite} suite for {args.upstream}, task by task")
+    print()
+    print(machine_header())
+    print(f"- overrides: {' '.join(overrides) or '(none)'}; log: {log}")
+    for side, root in roots.items():
+        prepare(root, args.upstream, data_dir, out_root / side, overrides, log)
+    results: dict[str, dict[str, dict]] = {side: {} for side in roots}
+    for task in tasks:
+        for side, root in roots.items():
+            results[side][task] = run_task(root, args.upstream, task, data_dir,
+                                           out_root / side, overrides, log)
+            r = results[side][task]
+            print(f"[bench_suite] {side}: {task} {r['wall']:.0f} s", file=sys.stderr, flush=True)
+    header = ["task", "metric", "test", "converged", "wall s", "setup s", "features s",
+              "probe s", "scoring s"]
+    if args.baseline:
+        header += ["baseline wall s", "baseline / this"]
+    body, total, base_total = [], 0.0, 0.0
+    for task in tasks:
+        r = results["this"][task]
+        t = r["metrics"].get("timing", {})
+        conv = {1: "yes", 0: "**no**"}.get(r["row"].get("converged"), "-")
+        row = [task, r["row"]["metric"], f"{r['row']['test_value']:.2f}", conv, fmt(r["wall"]),
+               *(fmt(t.get(k)) for k in ("setup_s", "features_s", "probe_s", "score_s"))]
+        total += r["wall"]
+        if args.baseline:
+            b = results["baseline"][task]["wall"]
+            base_total += b
+            row += [fmt(b), f"**{b / r['wall']:.2f}x**"]
+        body.append(row)
+    total_row = ["**total**", "", "", "", f"**{total / 60:.1f} min**", "", "", "", ""]
+    if args.baseline:
+        total_row += [f"{base_total / 60:.1f} min", f"**{base_total / total:.2f}x**"]
+    body.append(total_row)
+    print()
+    print(table(header, body))
+    print()
+    print("- wall: the child run.py (its setup reads the corpus and loads the upstream); the "
+          "stages are train.py's own clock (metrics_json.timing)")
+    print(f"- load average at the end (1, 5, 15 min): {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
