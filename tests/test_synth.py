@@ -51,7 +51,7 @@ def _tree_hashes(d: Path) -> dict[str, str]:
 def test_layout_and_meta(corpus):
     assert corpus.name == corpus_dir_name("tiny", 0) == "synth-tiny-seed0"
     meta = json.loads((corpus / "meta.json").read_text())
-    assert meta["format_version"] == gen.FORMAT_VERSION == 3
+    assert meta["format_version"] == gen.FORMAT_VERSION == 4
     assert meta["size"] == "tiny" and meta["seed"] == 0
     assert meta["sample_rate"] == 16000
     assert len(meta["speakers"]) == gen.SPEAKER_COUNTS["tiny"]
@@ -76,7 +76,12 @@ def test_layout_and_meta(corpus):
         for split in SUBSET_SPLITS[sub]:
             for e in _manifest(corpus, sub, split):
                 assert e["session"] in meta["sessions"]
-                assert e["session"].rsplit("-s", 1)[0] == e["speaker"]
+                assert e["session"].rsplit("-", 1)[0] == e["speaker"]
+                # read speech in studio sessions (-c), speakers and keywords in the wild (-s)
+                code = "c" if gen.SUBSET_CONDITIONS[sub] == "studio" else "s"
+                assert e["session"].rsplit("-", 1)[1][0] == code, (sub, e["session"])
+                if code == "c":
+                    assert meta["sessions"][e["session"]]["band"] == "full"
 
 
 def test_manifests(corpus):

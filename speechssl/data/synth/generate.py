@@ -41,7 +41,8 @@ from .espeak import espeak_version, get_engine, writable_data_dir
 from .speakers import SPEAKER_BY_ID, SPEAKER_INDEX, VOICE, inventory, speaker_splits, variant_text
 from .text_corpus import ensure_text_corpus
 
-FORMAT_VERSION = 3  # 2: utterances carry a phone "alignment"; 3: drawn speakers, sessions
+FORMAT_VERSION = 4  # 2: utterances carry a phone "alignment"; 3: drawn speakers, sessions;
+# 4: read and acted speech recorded in "studio" sessions (no telephone or muffled band)
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
 SUBSET_CODES = {"asr": 1, "ks": 2, "ic": 3, "sf": 4, "er": 5, "sid": 6, "asv": 7, "sd": 8, "qbe": 9}
@@ -188,18 +189,24 @@ def _aug(rng, subset: str, split: str, babble_pool: list[str], speed: bool = Tru
     return out
 
 
-def _session(seed: int, speaker: str, rng, choices=None) -> dict:
-    """One of the speaker's recording sessions: drawn from ``choices`` (session indices;
-    default all of them)."""
+# the recording conditions of each subset's sessions (sessions.CONDITIONS)
+SUBSET_CONDITIONS = {"asr": "studio", "ic": "studio", "sf": "studio", "er": "studio",
+                     "qbe": "studio", "ks": "wild", "sid": "wild", "asv": "wild", "sd": "wild"}
+
+
+def _session(seed: int, speaker: str, subset: str, rng, choices=None) -> dict:
+    """One of the speaker's recording sessions under the subset's conditions: drawn from
+    ``choices`` (session indices; default all of them)."""
     choices = tuple(range(S.SESSIONS_PER_SPEAKER)) if choices is None else tuple(choices)
     index = choices[int(rng.integers(len(choices)))]
-    return S.plan_session(seed, speaker, SPEAKER_INDEX[speaker], index)
+    return S.plan_session(seed, speaker, SPEAKER_INDEX[speaker], index,
+                          SUBSET_CONDITIONS[subset])
 
 
 def _utt(seed, subset, split, index, spk, text, rng, *, emotion="neutral", babble_pool=(), labels=None,
          phonemes=False, speed=True, kind="utt", sessions=None) -> dict:
     item_id = f"{subset}-{split}-{index:06d}"
-    session = _session(seed, spk.split("+")[0], rng, sessions)
+    session = _session(seed, spk.split("+")[0], subset, rng, sessions)
     return {
         "id": item_id,
         "subset": subset,

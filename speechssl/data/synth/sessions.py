@@ -2,9 +2,10 @@
 
 Real speaker tasks are hard because one speaker is recorded in many sessions (another
 microphone, room, line or noise each time) and the long-term spectrum of a recording mixes
-the speaker with the session. Here each speaker has :data:`SESSIONS_PER_SPEAKER` sessions;
-a session is drawn once, from ``default_rng([corpus seed, SESSION_CODE, speaker index,
-session index])``, and fixes:
+the speaker with the session. Here each speaker has :data:`SESSIONS_PER_SPEAKER` sessions
+under each of two :data:`CONDITIONS` ("wild" for the speaker tasks and keywords, "studio"
+for read and acted speech); a session is drawn once, from ``default_rng([corpus seed,
+SESSION_CODE, speaker index, session index, conditions])``, and fixes:
 
 * the microphone: a high-pass and three peaking filters (random centre, gain, width);
 * the band: full band, telephone (300-3400 Hz band-pass with 8-bit mu-law companding, as
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import butter, sosfilt
@@ -32,40 +34,65 @@ from . import augment as A
 SESSIONS_PER_SPEAKER = 6
 SESSION_CODE = 77  # keeps session generators apart from the items' (SUBSET_CODES < 77)
 BANDS = ("full", "telephone", "lowpass")
-BAND_WEIGHTS = (0.55, 0.2, 0.25)
 
 
-def session_id(speaker: str, index: int) -> str:
-    return f"{speaker}-s{index}"
+@dataclass(frozen=True)
+class Conditions:
+    """How far a family of sessions strays from a clean recording."""
+
+    code: str  # in the session id: <speaker>-<code><index>
+    eq_sd_db: float  # spread of the microphone's peaking-filter gains
+    band_weights: tuple[float, float, float]  # full, telephone, low-pass
+    p_room: float
+    rt60: tuple[float, float]
+    snr_db: tuple[float, float]  # of the noise floor
+    p_hum: float
+
+
+# "wild": speaker tasks (SID, ASV, SD) and keywords, recorded anywhere, as VoxCeleb's videos
+# and Speech Commands' crowd-sourced clips; "studio": read and acted speech (ASR/PR, IC, SF,
+# ER, QbE, and so pre-training), closer to LibriSpeech or IEMOCAP: its sessions still differ
+# (microphone, a room, a noise floor) but are never telephone or muffled.
+CONDITIONS = {
+    "wild": Conditions("s", 5.0, (0.55, 0.2, 0.25), 0.65, (0.15, 0.8), (8.0, 40.0), 0.2),
+    "studio": Conditions("c", 2.5, (1.0, 0.0, 0.0), 0.4, (0.15, 0.45), (25.0, 45.0), 0.05),
+}
+
+
+def session_id(speaker: str, index: int, conditions: str = "wild") -> str:
+    return f"{speaker}-{CONDITIONS[conditions].code}{index}"
 
 
 @functools.lru_cache(maxsize=16384)
-def plan_session(seed: int, speaker: str, speaker_index: int, index: int) -> dict:
-    """The parameters of session ``index`` of a speaker (a JSON-able dict, shared by every
-    item of the session: read it, do not change it)."""
-    rng = np.random.default_rng([seed, SESSION_CODE, speaker_index, index])
+def plan_session(seed: int, speaker: str, speaker_index: int, index: int,
+                 conditions: str = "wild") -> dict:
+    """The parameters of session ``index`` of a speaker under ``conditions`` (a JSON-able
+    dict, shared by every item of the session: read it, do not change it)."""
+    c = CONDITIONS[conditions]
+    rng = np.random.default_rng([seed, SESSION_CODE, speaker_index, index,
+                                 list(CONDITIONS).index(conditions)])
     eq = [[round(float(math.exp(rng.uniform(math.log(150.0), math.log(7000.0)))), 1),
-           round(float(np.clip(rng.normal(0.0, 5.0), -12.0, 12.0)), 2),
+           round(float(np.clip(rng.normal(0.0, c.eq_sd_db), -12.0, 12.0)), 2),
            round(float(rng.uniform(0.5, 2.5)), 3)] for _ in range(3)]
-    band = BANDS[int(rng.choice(len(BANDS), p=BAND_WEIGHTS))]
+    band = BANDS[int(rng.choice(len(BANDS), p=c.band_weights))]
     lowpass = round(float(math.exp(rng.uniform(math.log(3000.0), math.log(7000.0)))), 1)
-    u_room, rt60, drr = rng.random(), float(rng.uniform(0.15, 0.8)), float(rng.uniform(-2.0, 10.0))
+    u_room, rt60, drr = rng.random(), float(rng.uniform(*c.rt60)), float(rng.uniform(-2.0, 10.0))
     u_hum, hum_f0 = rng.random(), 50.0 if rng.random() < 0.5 else 60.0
     out = {
-        "id": session_id(speaker, index),
+        "id": session_id(speaker, index, conditions),
         "highpass": round(float(rng.uniform(40.0, 250.0)), 1),
         "eq": eq,
         "band": band,
         "level_db": round(float(rng.uniform(-32.0, -16.0)), 2),
         "noise_beta": round(float(rng.uniform(-0.5, 2.0)), 3),
-        "snr_db": round(float(rng.uniform(8.0, 40.0)), 2),
+        "snr_db": round(float(rng.uniform(*c.snr_db)), 2),
         "rir_seed": int(rng.integers(2**31 - 1)),
     }
     if band == "lowpass":
         out["lowpass"] = lowpass
-    if u_room < 0.65:
+    if u_room < c.p_room:
         out["rt60"], out["drr_db"] = round(rt60, 3), round(drr, 2)
-    if u_hum < 0.2:
+    if u_hum < c.p_hum:
         out["hum_hz"] = hum_f0
     return out
 
