@@ -5,7 +5,7 @@
 Each task is one child ``python run.py upstream=U downstream=T force=true ...`` with a
 fresh feature cache (its extraction is counted); the corpus in data_dir and the upstream's
 pre-training are made first, untimed (``mode=synth``, ``mode=pretrain``). The per-stage times are the ones train.py
-records in the row (``metrics_json.timing``); wall is the child's. With ``--baseline
+records in the row (``timing_json``); wall is the child's. With ``--baseline
 DIR`` (a checkout of another commit, e.g. ``git worktree add /tmp/old <commit>``) each
 task runs there too, on the same corpus, alternating, and the table gets the ratio
 baseline wall / this wall.
@@ -63,7 +63,7 @@ def run_task(root: Path, upstream: str, task: str, data_dir: Path, out_dir: Path
         raise SystemExit(f"{upstream} x {task} failed in {root} (exit {code}): see {log}")
     rows = sorted(Path(out_dir, "runs").rglob("result.json"), key=lambda p: p.stat().st_mtime)
     row = json.loads(rows[-1].read_text())
-    return {"wall": wall, "row": row, "metrics": json.loads(row["metrics_json"])}
+    return {"wall": wall, "row": row, "timing": json.loads(row.get("timing_json") or "{}")}
 
 
 def prepare(root: Path, upstream: str, data_dir: Path, out_dir: Path, overrides: list[str],
@@ -121,7 +121,7 @@ def main(argv=None) -> None:
     body, total, base_total = [], 0.0, 0.0
     for task in tasks:
         r = results["this"][task]
-        t = r["metrics"].get("timing", {})
+        t = r["timing"]
         conv = {1: "yes", 0: "**no**"}.get(r["row"].get("converged"), "-")
         row = [task, r["row"]["metric"], f"{r['row']['test_value']:.2f}", conv, fmt(r["wall"]),
                *(fmt(t.get(k)) for k in ("setup_s", "features_s", "probe_s", "score_s"))]
@@ -139,7 +139,7 @@ def main(argv=None) -> None:
     print(table(header, body))
     print()
     print("- wall: the child run.py (its setup reads the corpus and loads the upstream); the "
-          "stages are train.py's own clock (metrics_json.timing)")
+          "stages are train.py's own clock (the row's timing_json)")
     print(f"- load average at the end (1, 5, 15 min): {load_average()}")
 
 

@@ -37,6 +37,7 @@ COLUMNS = {
     "upstream_params": "INTEGER",
     "layer_weights": "TEXT",
     "wall_time_s": "REAL",
+    "timing_json": "TEXT",  # where wall_time_s went: setup, features, probe, scoring (seconds)
     "config_yaml": "TEXT",
     "code_version": "TEXT",
     "run_dir": "TEXT",
