@@ -3,6 +3,8 @@ with AM-softmax, Wang et al. 2018); cosine scoring of trials; EER and minDCF."""
 
 from __future__ import annotations
 
+import hashlib
+import random
 from pathlib import Path
 
 import torch
@@ -115,12 +117,45 @@ def cosine_trial_scores(emb: Tensor, trials: list[tuple[int, int, int]]) -> Tens
     return (emb[enroll] * emb[test]).sum(-1)
 
 
+def held_out_speakers(speakers: list[str], count: int) -> list[str]:
+    """``count`` speakers chosen by a hash of their name (the same ones whatever the order
+    or the other speakers), sorted."""
+    ranked = sorted(speakers, key=lambda s: (hashlib.sha1(s.encode()).hexdigest(), s))
+    return sorted(ranked[:count])
+
+
+def dev_trials(items: list[dict], speaker_of, max_trials: int,
+               seed: int = 0) -> list[tuple[int, int, int]]:
+    """A balanced trial list over ``items`` (held-out speakers): (label, enroll, test) index
+    triples, half same-speaker pairs and half different-speaker pairs (at most
+    ``max_trials``), drawn with ``seed``; deterministic for the same items."""
+    by_speaker: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_speaker.setdefault(speaker_of(it), []).append(i)
+    rng = random.Random(seed)
+    targets = [(1, a, b) for idx in by_speaker.values()
+               for k, a in enumerate(idx) for b in idx[k + 1:]]
+    sizes = [len(idx) for idx in by_speaker.values()]
+    pairs_across = (sum(sizes) ** 2 - sum(n * n for n in sizes)) // 2
+    half = min(len(targets), pairs_across, max_trials // 2)
+    targets = rng.sample(targets, half)
+    speakers = sorted(by_speaker)
+    nontargets: set[tuple[int, int, int]] = set()
+    while len(nontargets) < half:
+        s, t = rng.sample(speakers, 2)
+        a, b = rng.choice(by_speaker[s]), rng.choice(by_speaker[t])
+        nontargets.add((0, min(a, b), max(a, b)))
+    return sorted(targets) + sorted(nontargets)
+
+
 @register_task("asv")
 class SpeakerVerification(Task):
     """VoxCeleb1-style ASV: train a speaker classifier, verify trials of unseen speakers.
 
-    There is no dev trial list, so (as s3prl's SUPERB ASV recipe) the probe of the last
-    step is tested; ``dev_value`` of the row is NaN.
+    Model selection and early stopping use a dev trial list built from ``dev_speakers``
+    training speakers held out of the classifier's training (at most a tenth of them, or 2;
+    0 = none, then the last probe is tested as in s3prl's recipe and ``dev_value`` is NaN).
+    The test trials are the corpus's (VoxCeleb1's list): test is never used for selection.
     """
 
     metric = "eer"
@@ -128,10 +163,12 @@ class SpeakerVerification(Task):
     subset = "asv"
 
     def __init__(self, hidden_dim: int = 512, pool_dim: int = 1500, embed_dim: int = 512,
-                 am_scale: float = 30.0, am_margin: float = 0.4, p_target: float = 0.01):
+                 am_scale: float = 30.0, am_margin: float = 0.4, p_target: float = 0.01,
+                 dev_speakers: int = 40, dev_trials: int = 4000):
         for key, v in (("hidden_dim", hidden_dim), ("pool_dim", pool_dim),
                        ("embed_dim", embed_dim), ("am_scale", am_scale),
-                       ("am_margin", am_margin), ("p_target", p_target)):
+                       ("am_margin", am_margin), ("p_target", p_target),
+                       ("dev_speakers", dev_speakers), ("dev_trials", dev_trials)):
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise ConfigError(f"downstream.{key} must be a number, got {v!r}")
         for key, v in (("hidden_dim", hidden_dim), ("pool_dim", pool_dim),
@@ -143,15 +180,30 @@ class SpeakerVerification(Task):
                               f"[0, 1), got {am_scale!r} and {am_margin!r}")
         if not 0 < p_target < 1:
             raise ConfigError(f"downstream.p_target must be in (0, 1), got {p_target!r}")
+        for key, v in (("dev_speakers", dev_speakers), ("dev_trials", dev_trials)):
+            if int(v) != v or v < 0:
+                raise ConfigError(f"downstream.{key} must be an integer >= 0, got {v!r}")
+        self.dev_speakers, self.max_dev_trials = int(dev_speakers), int(dev_trials)
+        self.selects_on_dev = self.dev_speakers > 0 and self.max_dev_trials >= 2
         self.dims = (int(hidden_dim), int(pool_dim), int(embed_dim))
         self.am_scale, self.am_margin, self.p_target = am_scale, am_margin, p_target
         self.trials: dict[str, list[tuple[int, int, int]]] = {}  # split -> trials
 
     def splits(self, corpus) -> dict[str, list[dict]]:
-        out = {"train": corpus.items(self.subset, "train"),
-               "test": corpus.items(self.subset, "test")}
+        train = corpus.items(self.subset, "train")
+        out = {"train": train, "test": corpus.items(self.subset, "test")}
         path = corpus.manifest_path(self.subset, "test").with_name("trials.txt")
         self.trials["test"] = read_trials(path, out["test"], corpus.root)
+        speakers = sorted({self.reference(it) for it in train})
+        count = min(self.dev_speakers, max(2, len(speakers) // 10))
+        if count >= 2 and len(speakers) - count >= 2 and self.max_dev_trials >= 2:
+            held = set(held_out_speakers(speakers, count))
+            out["train"] = [it for it in train if self.reference(it) not in held]
+            out["dev"] = [it for it in train if self.reference(it) in held]
+            self.trials["dev"] = dev_trials(out["dev"], self.reference, self.max_dev_trials)
+            if not self.trials["dev"]:  # one utterance per held-out speaker: no target pair
+                out["train"], self.trials = train, {"test": self.trials["test"]}
+                del out["dev"]
         return out
 
     def setup(self, train_items: list[dict]) -> None:

@@ -28,6 +28,7 @@ class Task:
     metric: str = ""
     higher_is_better: bool = True
     trainable: bool = True  # False: no probe is trained; the frozen features are scored (QbE)
+    selects_on_dev: bool = True  # False: no dev metric (ASV without dev speakers): no lr search
     # True: the probe reads only the mean of its input over valid frames (mean-pool + linear),
     # so the loop may feed it each item's mean vector as a one-frame sequence, pooled once per
     # layer and cached (speechssl.features.mean_pooled): the mean commutes with the

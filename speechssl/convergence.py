@@ -5,7 +5,7 @@ whose probe was still improving.
 A run converged when early stopping ended it (its dev metric stopped improving for
 ``patience`` evaluations), or when the best value of its last fifth of training is no
 better than the best before that by more than 0.5 % (relative). A task with no dev metric
-(ASV: no dev trials) is judged on its training loss instead, the same way."""
+(ASV with ``dev_speakers=0``) is judged on its training loss instead, the same way."""
 
 from __future__ import annotations
 

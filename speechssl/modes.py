@@ -38,16 +38,16 @@ def lr_search_configs(cfg: DictConfig) -> list[DictConfig]:
     probe's lr chosen on dev per upstream and task). Each is its own run (its own
     directory and row); runs on one cache share its features; the leaderboard shows the
     dev-best as the cell, with the lr it chose. A task that trains nothing (QbE) or has no
-    dev metric to choose on (ASV) runs once, said in one line."""
+    dev metric to choose on (ASV with ``dev_speakers=0``) runs once, said in one line."""
     from downstream.base import task_from_config
 
     if not cfg.get("lr_search", False):
         return [cfg]
     task = task_from_config(cfg.downstream)
     grid = list(cfg.downstream.optim.get("lr_grid") or [])
-    if not task.trainable or task.name == "asv" or not grid:
+    if not task.trainable or not task.selects_on_dev or not grid:
         why = ("it trains no probe" if not task.trainable else
-               "it has no dev metric to choose on" if task.name == "asv" else
+               "it has no dev metric to choose on" if not task.selects_on_dev else
                "downstream.optim.lr_grid is empty")
         print(f"[train] lr_search: {task.name} runs at lr={cfg.downstream.optim.lr} only: {why}")
         return [cfg]

@@ -259,7 +259,7 @@ def train_probe(cfg: DictConfig, cell: Cell,
                 sources: dict[str, CachedLayers | LiveLayers]) -> ProbeModel:
     """Train featurizer + probe (+ the tuned upstream parameters) on the train split
     (resuming ``run_dir/last``), keeping the dev-best weights in ``run_dir/best.safetensors``;
-    a task with no dev split (ASV) keeps the last ones, as s3prl does. Returns the model
+    a task with no dev split (ASV with ``dev_speakers=0``) keeps the last ones, as s3prl does. Returns the model
     holding the kept weights.
 
     Under torchrun every rank trains on its share of each global batch (item-count
@@ -338,7 +338,7 @@ def train_probe(cfg: DictConfig, cell: Cell,
                     state["bad_evals"] += 1
                 bar.write(f"step {state['step']}: dev {task.metric} {dev[task.metric]:.2f} "
                           f"(best {state['best']:.2f})")
-            else:  # no dev split (ASV): the last weights are the ones kept
+            else:  # no dev split (ASV, dev_speakers=0): the last weights are the ones kept
                 save_weights(run_dir / "best.safetensors", model)
                 # convergence is judged on the training loss (mean since the last evaluation)
                 state["history"].append([state["step"], state["loss_sum"] / max(state["loss_n"], 1)])

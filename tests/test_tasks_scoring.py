@@ -12,7 +12,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from downstream.asv import AMSoftmax, XVector, read_trials, statistics_pooling
+from downstream.asv import (
+    AMSoftmax,
+    XVector,
+    dev_trials,
+    held_out_speakers,
+    read_trials,
+    statistics_pooling,
+)
 from downstream.base import build_task
 from downstream.qbe import dtw_distances, znorm
 from downstream.sd import activity_segments, frame_labels, pit_bce, postprocess
@@ -31,9 +38,11 @@ def test_asv_cell(make_cfg):
     test = json.loads(row["metrics_json"])["test"]
     assert row["task"] == "asv" and row["metric"] == "eer" and row["higher_is_better"] == 0
     assert 0.0 <= row["test_value"] <= 100.0 and 0.0 <= test["min_dcf"] <= 1.0 + 1e-9
-    assert math.isnan(row["dev_value"])  # no dev trials: the last probe is tested
+    # dev trials of 2 held-out training speakers (of the tiny corpus's 16): selection
+    # and early stopping never see test
+    assert 0.0 <= row["dev_value"] <= 100.0 and row["converged"] in (0, 1)
     stored = store.rows(cfg.leaderboard)[0]
-    assert stored["test_value"] == row["test_value"] and stored["dev_value"] is None  # NULL
+    assert stored["test_value"] == row["test_value"] and stored["dev_value"] == row["dev_value"]
     scores = (Path(row["run_dir"]) / "asv_test_scores.txt").read_text().splitlines()
     trials = (Path(cfg.data_dir) / "synth" / "synth-tiny-seed0" / "manifests" / "asv"
               / "trials.txt").read_text().splitlines()
@@ -73,6 +82,32 @@ def test_qbe_cell_trains_nothing(make_cfg):
 
 
 # ------------------------------------------------------------------ ASV pieces
+
+
+def test_asv_without_dev_speakers_tests_the_last_probe(make_cfg):
+    cfg = make_cfg("upstream=fbank", "downstream=asv", "downstream.optim.max_steps=4",
+                   "downstream.hidden_dim=16", "downstream.pool_dim=16",
+                   "downstream.embed_dim=16", "downstream.dev_speakers=0")
+    row = train_cell(cfg)
+    assert math.isnan(row["dev_value"]) and 0.0 <= row["test_value"] <= 100.0
+
+
+def test_asv_dev_split_holds_out_whole_speakers():
+    task = build_task("asv", dev_speakers=3, dev_trials=40)
+    items = [{"id": f"{s}-{k}", "speaker": s, "path": f"/x/{s}-{k}.wav"}
+             for s in "abcdefghijklmnop" for k in range(4)]
+    held = held_out_speakers(sorted({it["speaker"] for it in items}), 3)
+    assert len(held) == 3
+    assert held_out_speakers(list(reversed("abcdefghijklmnop")), 3) == held  # names only
+    dev = [it for it in items if it["speaker"] in held]
+    trials = dev_trials(dev, task.reference, 40)
+    assert trials == dev_trials(list(dev), task.reference, 40)  # deterministic
+    labels = [t[0] for t in trials]
+    assert labels.count(1) == labels.count(0) == 18  # 3 speakers x C(4,2) target pairs
+    for label, a, b in trials:
+        assert a != b and (dev[a]["speaker"] == dev[b]["speaker"]) == (label == 1)
+    assert len({t[1:] for t in trials}) == len(trials)  # no pair twice
+    assert len(dev_trials(dev, task.reference, 10)) == 10  # capped, still balanced
 
 
 def test_trials_resolve_ids_and_paths_and_name_bad_lines(tmp_path):
