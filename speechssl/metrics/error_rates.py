@@ -82,9 +82,10 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
-def _chars(text: str) -> list[str]:
-    """Characters of ``text`` (inner spaces kept, outer whitespace stripped, like jiwer.cer)."""
-    return list(text.strip())
+def _chars(text: str) -> str:
+    """Characters of ``text`` (inner spaces kept, outer whitespace stripped, like jiwer.cer),
+    as a string: rapidfuzz compares two strings directly, with no token codes."""
+    return text.strip()
 
 
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
