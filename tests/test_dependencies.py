@@ -211,14 +211,18 @@ def attempt(extra, fn, *args, **kwargs):
         report["optional"].setdefault(extra, "")
         report["optional"][extra] += f"{type(e).__name__}: {e}\n"
 
+import tempfile
+from pathlib import Path
 from downstream.base import build_task
 from speechssl.cli import check_launcher
-from speechssl.config import RECIPES
+from speechssl.config import RECIPES, check_overrides
 from speechssl.text.tokenizer import hf_text_tokenizer, train_wordpiece
-from speechssl.upstream.hf import require_transformers
+model = Path(tempfile.mkdtemp()) / "model"  # a local HuggingFace directory, as far as it goes
+model.mkdir()
+(model / "config.json").write_text("{}")
 attempt("beam", build_task, "asr", decoder="beam")
-attempt("hf", hf_text_tokenizer, "/nonexistent")
-attempt("hf", require_transformers, "upstream=hf")
+attempt("hf", hf_text_tokenizer, str(model))
+attempt("hf", check_overrides, ["upstream=hf", f"upstream.path={model}", "downstream=ks"])
 attempt("slurm", check_launcher, ["hydra/launcher=local"], RECIPES)
 attempt("slurm", check_launcher, ["hydra/launcher=slurm"], RECIPES)
 report["wordpiece"] = train_wordpiece(["the cat sat", "the dog sat"] * 3, 40).get_vocab_size()
