@@ -19,6 +19,7 @@ from downstream.lm import (
     append_word_end,
     beam_decoder,
     kneser_ney,
+    require_beam_search,
     to_arpa,
     write_lexicon,
 )
@@ -72,6 +73,8 @@ class SpeechRecognition(CTCTask):
         for key, value in (("beam_size", beam_size), ("lm_order", lm_order)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"downstream.{key} must be an integer >= 1, got {value!r}")
+        if decoder == "beam":
+            require_beam_search()  # before any training: the decoder runs at the end
         self.decoder, self.beam_size, self.lm_order = decoder, beam_size, lm_order
         self.lm_weight, self.word_score, self.lm_dir = float(lm_weight), float(word_score), lm_dir
         self.lm_files: tuple[Path, Path] | None = None

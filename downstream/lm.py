@@ -13,6 +13,7 @@ from torch import Tensor
 
 from speechssl.atomic import atomic_write_text
 from speechssl.errors import ConfigError
+from speechssl.extras import install_hint, require
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 LOG10_ZERO = -99.0  # ARPA's "probability 0" (used for <s>, which is never predicted)
@@ -212,15 +213,22 @@ def append_word_end(log_probs: Tensor, lengths: Tensor, sil: int) -> tuple[Tenso
     return out, lengths + 1
 
 
+def require_beam_search() -> None:
+    """flashlight-text, which torchaudio's ctc_decoder runs on, or a ConfigError naming the
+    ``beam`` extra."""
+    require("flashlight.lib.text.decoder", "beam", "downstream.decoder=beam")
+
+
 def beam_decoder(lexicon: str | Path, arpa: str | Path, tokens: list[str], beam_size: int,
                  lm_weight: float, word_score: float, blank_token: str, sil_token: str = "|"):
     """torchaudio's lexicon-constrained CTC beam search with the word LM (KenLM reading the
-    ARPA file). Emits only lexicon words. Needs the ``flashlight-text`` package."""
+    ARPA file). Emits only lexicon words. Needs flashlight-text (the ``beam`` extra)."""
+    require_beam_search()
     try:
         from torchaudio.models.decoder import ctc_decoder
-    except (ImportError, RuntimeError) as e:
-        raise ConfigError("downstream.decoder=beam needs the flashlight-text package "
-                          f"(pip install flashlight-text): {e}") from None
+    except (ImportError, RuntimeError) as e:  # flashlight-text there, but not usable
+        raise ConfigError(f"downstream.decoder=beam: torchaudio's ctc_decoder does not load "
+                          f"({e}); {install_hint('beam')}") from None
     return ctc_decoder(lexicon=str(lexicon), tokens=tokens, lm=str(arpa), nbest=1,
                        beam_size=beam_size, lm_weight=lm_weight, word_score=word_score,
                        blank_token=blank_token, sil_token=sil_token, unk_word=UNK)

@@ -66,6 +66,20 @@ def expand_suite(argv: list[str], recipes) -> list[str]:
     return [*multirun, *argv, "downstream=" + ",".join(have)]
 
 
+def check_launcher(argv: list[str], recipes) -> None:
+    """``hydra/launcher=NAME`` of recipes/hydra/launcher/ (local, slurm) runs through Hydra's
+    submitit launcher plugin, the ``slurm`` extra: without it, one line naming the extra
+    (Hydra alone says it cannot find 'hydra/launcher/submitit_local')."""
+    from pathlib import Path
+
+    from speechssl.extras import require
+
+    for arg in argv:
+        key, _, name = arg.lstrip("+").partition("=")
+        if key == "hydra/launcher" and (Path(recipes) / "hydra" / "launcher" / f"{name}.yaml").is_file():
+            require("hydra_plugins.hydra_submitit_launcher", "slurm", arg)
+
+
 def cli() -> None:
     try:
         # upstream=my.pkg:Model (or an entry-point name) has no yaml recipe: route it
@@ -74,6 +88,7 @@ def cli() -> None:
 
         sys.argv[1:] = rewrite_overrides(sys.argv[1:], RECIPES)
         sys.argv[1:] = expand_suite(sys.argv[1:], RECIPES)
+        check_launcher(sys.argv[1:], RECIPES)
         overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
         if not any(a in ("-h", "--help", "--cfg", "-c", "--info") for a in sys.argv[1:]):
             from speechssl.config import check_overrides

@@ -29,6 +29,10 @@ CASES = {
         [],
         ["# MaskedGroupNorm vs F.group_norm", "| groups | implementation | median ms |",
          "| 512 | F.group_norm whole batch (no padding) |"]),
+    "bench_error_rates.py": (
+        [],
+        ["# dev-set error rates: rapidfuzz vs pure Python", "| metric | value % |",
+         "| WER |", "| CER |", "- speed-up = pure-Python median time / rapidfuzz"]),
     "bench_synth.py": (
         ["--tmp", "{tmp}"],
         ["# corpus synthesis throughput", "| setting | utterances | audio s |",

@@ -85,9 +85,23 @@ def test_installed_package_runs_a_cell_from_another_directory(site, data_dir, tm
 
 
 def test_installed_console_script_composes_the_config(site, tmp_path):
-    out = subprocess.run([str(site / "bin" / "speechssl"), "--cfg", "job", "upstream=apc",
-                          "downstream=pr", f"out_dir={tmp_path}"],
-                         cwd=tmp_path, env=installed_env(site), capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "name: apc" in out.stdout and "mode: train" in out.stdout
+    """`speechssl ...` and `python -m speechssl ...` of the installed copy take run.py's
+    Hydra overrides and compose the very config `python run.py ...` of the checkout does."""
+    args = ["--cfg", "job", "upstream=apc", "downstream=pr", "downstream.optim.lr=0.003",
+            f"out_dir={tmp_path}"]
+    runs = {name: subprocess.run(cmd + args, cwd=cwd, env=env, capture_output=True, text=True,
+                                 timeout=120)
+            for name, cmd, cwd, env in [
+                ("speechssl", [str(site / "bin" / "speechssl")], tmp_path, installed_env(site)),
+                ("python -m speechssl", [sys.executable, "-m", "speechssl"], tmp_path,
+                 installed_env(site)),
+                ("run.py", [sys.executable, str(ROOT / "run.py")], ROOT, os.environ)]}
+    for name, out in runs.items():
+        assert out.returncode == 0, f"{name}: {out.stderr[-2000:]}"
+    out = runs["speechssl"].stdout
+    assert "name: apc" in out and "mode: train" in out and "lr: 0.003" in out
+    assert runs["python -m speechssl"].stdout == out
+    assert runs["run.py"].stdout == out
+    bad = subprocess.run([str(site / "bin" / "speechssl"), "downstream=nope"], cwd=tmp_path,
+                         env=installed_env(site), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "downstream=nope: no such downstream" in bad.stderr

@@ -84,6 +84,14 @@ def test_edit_distance_on_strings_and_symmetry():
     assert edit_distance("", "") == 0
 
 
+def test_tokens_compare_by_equality_not_by_rapidfuzz_codes():
+    # rapidfuzz reads a one-character string as its code point: "a" and 97 would match
+    assert edit_distance([97], ["a"]) == 1
+    assert edit_ops([97, "a"], ["a", 97]) == (1, 0, 1, 1)
+    assert edit_distance([1.0, (2, "x")], [1, (2, "x")]) == 0  # equal tokens, other types
+    assert error_rate([["the", "cat"]], [["the", "hat"]]) == pytest.approx(50.0)
+
+
 def test_hand_worked_rates():
     assert wer(["a b c"], ["a x c d"]) == pytest.approx(200 / 3)
     assert wer(["a b c", "d e"], ["a b c", ""]) == pytest.approx(40.0)

@@ -1,5 +1,6 @@
 """Scorers of ASV (EER, minDCF), SD (DER), QbE (subsequence DTW, MTWV, MAP) against
-scikit-learn / SciPy references, brute force and hand-worked cases."""
+scikit-learn / SciPy references, pyannote.metrics (DER, and the RTTM files SD writes), brute
+force and hand-worked cases. pyannote.metrics is in the dev extra: these tests never skip."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from pyannote.core import Annotation, Segment, Timeline
+from pyannote.database.util import load_rttm
+from pyannote.metrics.diarization import DiarizationErrorRate
 from scipy.interpolate import interp1d
 from scipy.optimize import brentq
 from sklearn.metrics import average_precision_score, roc_curve
 
+from downstream.base import build_task
 from speechssl import metrics
 
 
@@ -118,27 +123,64 @@ def test_der_matches_brute_force_over_mappings(seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_der_matches_pyannote_metrics(seed):
-    """Optional reference: pyannote.metrics DER (collar 0, overlap scored) on random
-    segments whose boundaries fall on 10 ms frames."""
-    pm = pytest.importorskip("pyannote.metrics.diarization")
-    core = pytest.importorskip("pyannote.core")
+    """pyannote.metrics DER (collar 0, overlap scored) on random segments whose boundaries
+    fall on 10 ms frames."""
     rng = np.random.default_rng(seed)
     frames = 1000  # 10 s of 10 ms frames
 
     def random_annotation(speakers):
-        ann, act = core.Annotation(), np.zeros((frames, len(speakers)), bool)
+        ann, act = Annotation(), np.zeros((frames, len(speakers)), bool)
         for k, spk in enumerate(speakers):
             cuts = np.sort(rng.choice(frames + 1, 6, replace=False))
             for a, b in cuts.reshape(3, 2):  # three disjoint turns per speaker
-                ann[core.Segment(a / 100, b / 100), f"{spk}{a}"] = spk
+                ann[Segment(a / 100, b / 100), f"{spk}{a}"] = spk
                 act[a:b, k] = True
         return ann, act
 
     ref, r = random_annotation(["A", "B"])
     hyp, h = random_annotation(["x", "y", "z"])
-    uem = core.Timeline([core.Segment(0, frames / 100)])
-    expected = 100 * pm.DiarizationErrorRate(collar=0.0, skip_overlap=False)(ref, hyp, uem=uem)
+    uem = Timeline([Segment(0, frames / 100)])
+    expected = 100 * DiarizationErrorRate(collar=0.0, skip_overlap=False)(ref, hyp, uem=uem)
     assert metrics.der([r], [h]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_sd_rttm_files_scored_by_pyannote_match_our_der(tmp_path):
+    """SD's evaluate_split writes sd_<split>_{hyp,ref}.rttm; pyannote.database reads them and
+    pyannote.metrics scores them (collar 0, overlap scored, each recording over its frames)
+    to the DER the task reports. Reference turns lie on the 10 ms frame grid, where frame
+    labels and continuous time agree exactly."""
+    rng = np.random.default_rng(0)
+    task = build_task("sd", thresholds=[0.4, 0.5, 0.6], median_seconds=[0.0, 0.05])
+    assert task.frame_shift == 0.01
+
+    def recording(split, k):
+        frames = int(rng.integers(300, 600))
+        segments = []
+        for speaker in ("spk_a", "spk_b"):
+            cuts = np.sort(rng.choice(frames + 1, 4, replace=False)) / 100
+            segments += [{"start": float(a), "end": float(b), "speaker": speaker}
+                         for a, b in cuts.reshape(2, 2)]  # two turns each, may overlap
+        item = {"id": f"sd-{split}-{k}", "segments": segments}
+        truth = task.labels(item, frames).astype(float)
+        posteriors = np.clip(truth[:, rng.permutation(2)] + rng.normal(0, 0.35, truth.shape),
+                             0, 1)  # a noisy, speaker-swapped guess
+        return item, posteriors
+
+    results = {}
+    for split in ("dev", "test"):  # dev tunes the threshold and median filter, test uses them
+        items, posteriors = zip(*[recording(split, k) for k in range(6)], strict=True)
+        results[split] = task.evaluate_split(split, list(posteriors), list(items),
+                                             out_dir=tmp_path)
+        hyp = load_rttm(tmp_path / f"sd_{split}_hyp.rttm")
+        ref = load_rttm(tmp_path / f"sd_{split}_ref.rttm")
+        assert set(ref) == {it["id"] for it in items}
+        der = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+        for it, p in zip(items, posteriors, strict=True):
+            uem = Timeline([Segment(0, len(p) * task.frame_shift)])
+            der(ref[it["id"]], hyp.get(it["id"], Annotation(uri=it["id"])), uem=uem)
+        assert 0 < results[split]["der"] < 100
+        assert results[split]["der"] == pytest.approx(100 * abs(der), abs=1e-6), split
+    assert results["test"]["threshold"] == results["dev"]["threshold"]
 
 
 def _dtw_brute(cost: np.ndarray) -> float:

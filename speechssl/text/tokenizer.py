@@ -98,7 +98,9 @@ class TextTokenizer:
 
 def hf_text_tokenizer(path, max_length: int = 512) -> TextTokenizer:
     """The fast tokenizer saved in a local transformers model directory, as a TextTokenizer."""
-    import transformers
+    from speechssl.extras import require
+
+    transformers = require("transformers", "hf", f"upstream.path={path} (a HuggingFace tokenizer)")
 
     try:
         hf = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
