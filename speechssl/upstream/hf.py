@@ -151,6 +151,11 @@ class HFUpstream(Upstream):
             self.batched = True if batched is None else bool(batched)
             self.normalize, self.use_mask = False, True
             return
+        # a tuned upstream runs in train mode (dropout on): transformers would also drop whole
+        # layers (layerdrop: fewer hidden states than the featurizer weighs) and mask frames
+        # (SpecAugment); neither is part of a layer's features, as in speechssl's own models
+        self.model.config.layerdrop = 0.0
+        self.model.config.apply_spec_augment = False
         fe = self._feature_extractor_settings()
         self.sample_rate = int(fe["sampling_rate"])
         self.normalize = bool(fe["do_normalize"] if normalize is None else normalize)
