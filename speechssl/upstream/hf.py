@@ -125,7 +125,8 @@ class HFUpstream(Upstream):
     wav2vec2-base then see the padding, so frames can change with the batch).
     """
 
-    tuning_modes = ("frozen", "full")  # weights from its own files; no peft layers here
+    # weights from its own files (no scratch); lora through peft (speechssl/tuning_peft.py)
+    tuning_modes = ("frozen", "full", "lora")
 
     @classmethod
     def check_options(cls, path: str | None = None, normalize: bool | None = None,
@@ -178,6 +179,14 @@ class HFUpstream(Upstream):
         if self._hash is None:
             self._hash = files_hash(self.path)
         return self._hash
+
+    def peft_family(self) -> str:
+        """The model family peft's layers are placed by (speechssl/tuning_peft.py)."""
+        return self.model_type
+
+    def peft_model(self) -> nn.Module:
+        """The module peft's layers go into."""
+        return self.model
 
     def forward(self, x: Tensor, lengths: Tensor) -> UpstreamOutput:
         """x: (B, S) float waveforms or (B, T) long token ids; lengths (B,)."""
