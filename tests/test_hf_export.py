@@ -1,7 +1,8 @@
 """mode=export format=hf (speechssl/hf_export.py): wav2vec2, hubert and data2vec written as
 transformers save_pretrained directories; transformers' model, loaded from the directory,
 gives this project's hidden states (every layer and the last) to 1e-5 on the same waveform,
-and so does upstream=hf reading it. What has no transformers form is an error naming it."""
+and so do upstream=hf and upstream=torchaudio reading it. What has no transformers form is
+an error naming it."""
 
 from __future__ import annotations
 
@@ -74,6 +75,10 @@ def test_transformers_reproduces_every_hidden_state(case, tmp_path):
     assert hf.normalize is False and hf.downsample_rate == up.downsample_rate
     for a, b in zip(ours, hidden_states(hf, wav), strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    if conv.model_type != "data2vec-audio":  # torchaudio imports wav2vec2 and hubert
+        ta = build_upstream("torchaudio", hf=str(out))
+        for a, b in zip(ours, hidden_states(ta.eval(), wav), strict=True):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
     info = json.loads((out / "speechssl.json").read_text())
     assert info["upstream"] == CASES[case][0] and info["source"] == "test"
     if case == "data2vec":
