@@ -125,6 +125,7 @@ def check_values(cfg: DictConfig) -> None:
     are for, the featurizer layer against the upstream's layer count, the tuning mode, the
     device and the suite. Builds no model with weights and reads no weights."""
     from downstream.base import TASK_RESERVED, TASKS, task_from_config
+    from speechssl.export import check_export
     from speechssl.schema import check_annotated, check_config
 
     if OmegaConf.is_missing(cfg.upstream, "name"):
@@ -155,6 +156,7 @@ def check_values(cfg: DictConfig) -> None:
     check_featurizer_layer((cfg.downstream.get("featurizer") or {}).get("layer"),
                            cfg.upstream.name, upstream, options)
     check_tuning_config(cfg, task, upstream)
+    check_export(cfg)
     resolve_device(cfg.device)
     check_suite_config(cfg)
 

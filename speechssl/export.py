@@ -1,5 +1,7 @@
-"""Export an upstream as safetensors plus a yaml config (safetensors format, HuggingFace
-2022), so that ``upstream=NAME upstream.ckpt=<file>`` reloads exactly the same weights."""
+"""Export an upstream: ``format=speechssl`` (default) writes safetensors plus a yaml config
+(safetensors format, HuggingFace 2022), so that ``upstream=NAME upstream.ckpt=<file>`` reloads
+exactly the same weights; ``format=hf`` writes wav2vec2, hubert and data2vec as a
+transformers ``save_pretrained`` directory (speechssl/hf_export.py)."""
 
 from __future__ import annotations
 
@@ -14,16 +16,45 @@ from speechssl.checkpoint import load_weights, read_metadata, save_weights
 from speechssl.errors import SpeechSSLError
 from speechssl.upstream.base import Upstream, build_upstream
 
+FORMATS = ("speechssl", "hf")
+
+
+def export_format(cfg: DictConfig) -> str:
+    return str(cfg.get("format") or "speechssl")
+
 
 def export_path(cfg: DictConfig, weights_hash: str) -> Path:
     """``export_path`` if set (``+export_path=...``), else
-    ``<out_dir>/export/<upstream>-<weights hash>.safetensors``."""
+    ``<out_dir>/export/<upstream>-<weights hash>.safetensors``; with ``format=hf`` a
+    directory, ``<out_dir>/export/<upstream>-<weights hash>-hf``."""
     given = cfg.get("export_path")
+    hf = export_format(cfg) == "hf"
     if given:
         path = Path(str(given))
-        return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+        if hf or path.suffix == ".safetensors":
+            return path
+        return path.with_suffix(".safetensors")
     safe = re.sub(r"[^\w.-]+", "_", str(cfg.upstream.name))
-    return Path(cfg.out_dir) / "export" / f"{safe}-{weights_hash[:8]}.safetensors"
+    name = f"{safe}-{weights_hash[:8]}"
+    return Path(cfg.out_dir) / "export" / (f"{name}-hf" if hf else f"{name}.safetensors")
+
+
+def check_export(cfg: DictConfig) -> None:
+    """``mode=export format=hf``: an upstream it converts, with transformers installed
+    (config validation: no model is built; the format's values: speechssl/schema.py)."""
+    from speechssl.errors import ConfigError
+
+    if export_format(cfg) == "hf" and cfg.get("mode") == "export":
+        from speechssl.hf_export import UPSTREAM_TYPES
+
+        if cfg.upstream.name not in UPSTREAM_TYPES:
+            raise ConfigError(f"format=hf exports upstream={', '.join(UPSTREAM_TYPES)} (the "
+                              f"wav2vec 2.0 backbone); upstream {cfg.upstream.name!r} has no "
+                              f"transformers form here: use format=speechssl "
+                              f"(docs/plug-in.md#export-to-huggingface)")
+        from speechssl.upstream.hf import require_transformers
+
+        require_transformers("format=hf")
 
 
 def save_upstream(path: str | Path, model: Upstream, name: str, options: dict,
@@ -61,6 +92,8 @@ def export_upstream(cfg: DictConfig) -> Path:
     extra = {"source": info.source, "weights_hash": info.weights_hash}
     if info.pretrain_corpus:
         extra["corpus"] = info.pretrain_corpus
+    if export_format(cfg) == "hf":
+        return export_hf(cfg, model, path, extra)
     up_cfg = OmegaConf.to_container(cfg.upstream, resolve=True)
     up_cfg.pop("name", None)
     save_upstream(path, model, str(cfg.upstream.name), upstream_options(cfg.upstream),
@@ -70,3 +103,20 @@ def export_upstream(cfg: DictConfig) -> Path:
     print(f"[export] reload: upstream={cfg.upstream.name} upstream.ckpt={path} (with the same "
           f"upstream options: {path.with_suffix('.yaml')})")
     return path
+
+
+def export_hf(cfg: DictConfig, model: Upstream, path: Path, extra: dict[str, str]) -> Path:
+    """``format=hf``: the upstream as a transformers save_pretrained directory."""
+    from speechssl.hf_export import CLASSES, save_hf
+    from speechssl.upstream.load import upstream_options
+
+    name = str(cfg.upstream.name)
+    provenance = {**extra, "options": upstream_options(cfg.upstream)}
+    out, conv = save_hf(model, name, path, provenance)
+    print(f"[export] {name} (weights hash {extra['weights_hash']}) -> {out} "
+          f"(transformers {CLASSES[conv.model_type][1]})")
+    for note in conv.notes:
+        print(f"[export] note: {note}")
+    print(f"[export] load: transformers.AutoModel.from_pretrained('{out}'), or "
+          f"upstream=hf upstream.path={out}")
+    return out

@@ -16,8 +16,8 @@ from speechssl.errors import ConfigError
 
 # extra -> (the distributions it installs, what needs them)
 EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
-    "hf": (("transformers",), "upstream=hf, text upstreams of a HuggingFace directory, "
-                              "upstream=torchaudio upstream.hf=<dir>"),
+    "hf": (("transformers", "peft"), "upstream=hf, text upstreams of a HuggingFace directory, "
+                                      "upstream=torchaudio upstream.hf=<dir>, their tuning=lora"),
     "beam": (("flashlight-text",), "ASR beam search with the n-gram LM "
                                    "(downstream.decoder=beam)"),
     "slurm": (("hydra-submitit-launcher",), "sweeps through Hydra's submitit launcher "

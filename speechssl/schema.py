@@ -176,6 +176,12 @@ def _precisions() -> tuple[str, ...]:
     return PRECISIONS
 
 
+def _export_formats() -> tuple[str, ...]:
+    from speechssl.export import FORMATS
+
+    return FORMATS
+
+
 def _synth_sizes() -> list[str]:
     from speechssl.data.synth import SIZES
 
@@ -202,6 +208,7 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "force": BOOL,
     "lr_search": BOOL,
     "progress": BOOL,
+    "format": Choice(_export_formats, "formats"),
     # recipes/downstream/*.yaml: what every task shares (its own options: check_annotated)
     "downstream.train_items": Int(1, null="every training item"),
     "downstream.featurizer.layer_norm": BOOL,

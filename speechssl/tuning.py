@@ -13,7 +13,8 @@ The last four need the shared transformer (speechssl/nn/transformer.py: mockingj
 wav2vec2, hubert, data2vec, bert, gpt); the layers are in speechssl/nn/peft.py. They are
 installed in the encoders the upstream's forward actually runs (an EMA teacher is left
 alone), found, like the parameters "the features depend on", by one forward and backward
-pass on a short dummy input.
+pass on a short dummy input. Checkpoints of transformers and torchaudio (upstream=hf,
+upstream=torchaudio) take lora through the peft library instead (speechssl/tuning_peft.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from speechssl import tuning_peft
 from speechssl.errors import ConfigError
 from speechssl.nn.peft import Adapter, LoRA, Prefix, soft_prompt
 from speechssl.nn.transformer import TransformerEncoder
@@ -139,7 +141,8 @@ def check_tuning(tc: DictConfig | None) -> None:
 def supported_modes(upstream: nn.Module) -> tuple[str, ...]:
     """The modes ``upstream`` can host: frozen always; full with parameters; scratch when
     we build its weights (not hf/torchaudio checkpoints, which load their own); the
-    parameter-efficient modes when it is built on speechssl's TransformerEncoder."""
+    parameter-efficient modes when it is built on speechssl's TransformerEncoder, and those
+    peft gives a transformers / torchaudio model (speechssl/tuning_peft.py)."""
     out = ["frozen"]
     if any(True for _ in upstream.parameters()):
         out.append("full")
@@ -147,6 +150,7 @@ def supported_modes(upstream: nn.Module) -> tuple[str, ...]:
             out.append("scratch")
     if any(isinstance(m, TransformerEncoder) for m in upstream.modules()):
         out += ENCODER_MODES
+    out += [m for m in tuning_peft.peft_modes(upstream) if m not in out]
     return tuple(out)
 
 
@@ -160,8 +164,8 @@ def check_supported(upstream: nn.Module | type, name: str, mode: str) -> None:
         return
     if mode in ENCODER_MODES:
         why = "it has no speechssl TransformerEncoder to put them in"
-        if cls.__name__ == "HFUpstream":
-            why = "transformers models are tuned frozen or full here: docs/tuning.md"
+        if hasattr(cls, "peft_family"):  # a transformers / torchaudio model: peft's modes
+            why = tuning_peft.why_not(None if isinstance(upstream, type) else upstream, mode)
     elif mode == "scratch" and "full" in supported:
         why = "its weights come from its own checkpoint files, not from an architecture we build"
     else:
@@ -225,6 +229,22 @@ def install(encoder: TransformerEncoder, mode: str, opts: dict) -> list[nn.Param
     return params
 
 
+def install_peft(upstream: nn.Module, mode: str, opts: dict) -> list[nn.Parameter]:
+    """peft's layers for ``mode`` in a transformers / torchaudio upstream; a ConfigError
+    when one of them is not reached by the upstream's forward (a model whose attention reads
+    the projection weights directly would bypass them)."""
+    params = tuning_peft.install_lora(upstream, opts)
+    upstream.train(upstream.training)  # the new layers (their dropout) follow the model
+    _, used = forward_path(upstream)
+    names = {id(p): n for n, p in upstream.named_parameters()}
+    missed = [names[id(p)] for p in params if names[id(p)] not in used]
+    if missed:
+        raise ConfigError(f"tuning={mode}: peft's layer {missed[0]} does not reach the "
+                          f"upstream's features ({len(missed)} of {len(params)} parameters); "
+                          f"this model's forward bypasses it")
+    return params
+
+
 def apply_tuning(upstream: nn.Module, tc: DictConfig | None, name: str, seed: int = 0,
                  fresh: nn.Module | None = None) -> dict[str, nn.Parameter]:
     """Make ``upstream`` (as load_upstream returns it: eval, every parameter frozen) ready for
@@ -247,6 +267,10 @@ def apply_tuning(upstream: nn.Module, tc: DictConfig | None, name: str, seed: in
                 p.copy_(new[n])
     if mode in ("full", "scratch"):
         chosen = {id(p) for n, p in upstream.named_parameters() if n in used}
+    elif tuning_peft.family(upstream) is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            chosen = {id(p) for p in install_peft(upstream, mode, opts)}
     else:
         if not encoders:
             raise ConfigError(f"tuning={mode}: upstream {name!r} has a TransformerEncoder "

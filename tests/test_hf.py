@@ -92,6 +92,24 @@ def test_batched_with_attention_mask_matches_one_by_one(tmp_path):
         torch.testing.assert_close(x[1, :n], y[1, :n], atol=1e-4, rtol=1e-4)
 
 
+def test_train_mode_keeps_every_layer_and_frame(tmp_path):
+    """Tuned, the upstream runs in train mode: transformers' layerdrop and SpecAugment are
+    off, so with no dropout the layers are the eval ones (and as many)."""
+    torch.manual_seed(0)
+    zero = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                feat_proj_dropout=0.0, layerdrop=0.9, mask_time_prob=0.5, mask_time_length=2)
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY, **CONV, **zero)).save_pretrained(
+        tmp_path)
+    up = build_upstream("hf", path=str(tmp_path))
+    wavs, lengths = torch.randn(2, 4000) * 0.3, torch.tensor([4000, 2500])
+    with torch.no_grad():
+        ref = up.eval()(wavs, lengths).hidden_states
+        for _ in range(3):
+            out = up.train()(wavs, lengths).hidden_states
+            assert len(out) == len(ref) == 3
+            assert all(torch.equal(a, b) for a, b in zip(out, ref, strict=True))
+
+
 def test_sample_rate_and_normalize_come_from_the_feature_extractor(tmp_path):
     save_audio_model(tmp_path, "wav2vec2-group", sampling_rate=8000)
     up = build_upstream("hf", path=str(tmp_path))

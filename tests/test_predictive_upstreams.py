@@ -227,3 +227,25 @@ def test_pretrain_hooks_and_exact_resume(name, make_cfg, tiny_corpus, tmp_path, 
         assert bool(w_full["fitted"])
     else:
         assert int(w_full["ema_steps"]) == 3
+
+
+def test_data2vec_paper_backbone_ignores_padding_and_pretrains():
+    """conv_norm=layer conv_pos_layers=N (the paper's backbone, HF's Data2VecAudioModel): the
+    valid frames of a padded batch equal each item run alone, the teacher copies the
+    position stack, and a pre-training step with its EMA update runs."""
+    torch.manual_seed(0)
+    up = build_upstream("data2vec", **DATA2VEC, conv_norm="layer", conv_pos_layers=3).eval()
+    assert len(up.teacher.transformer.pos_conv.convs) == 3
+    g = torch.Generator().manual_seed(0)
+    x, n = torch.randn(2, 9000, generator=g) * 0.1, torch.tensor([9000, 5200])
+    with torch.no_grad():
+        batch = up(x, n)
+        alone = up(x[1:, :5200], n[1:])
+    frames = int(alone.lengths[0])
+    assert frames == int(batch.lengths[1])
+    for a, b in zip(alone.hidden_states, batch.hidden_states, strict=True):
+        torch.testing.assert_close(a[0], b[1, :frames], atol=1e-5, rtol=1e-5)
+    up.train().pretrain_loss(x, n)["loss"].backward()
+    up.after_step(1)
+    with pytest.raises(ConfigError, match="upstream.conv_norm='group'; valid: group_first, layer"):
+        build_upstream("data2vec", **DATA2VEC, conv_norm="group")

@@ -187,9 +187,9 @@ def test_unsupported_modes_and_bad_values_are_config_errors(make_cfg, tmp_path):
         vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32)).save_pretrained(root)
     hf = build_upstream("hf", path=str(root))
-    assert tuning.supported_modes(hf) == ("frozen", "full")
-    with pytest.raises(ConfigError, match=r"tuning=adapter .*transformers models are tuned "
-                                          r"frozen or full.* supports tuning=frozen, full$"):
+    assert tuning.supported_modes(hf) == ("frozen", "full", "lora")  # lora: peft
+    with pytest.raises(ConfigError, match=r"tuning=adapter .*peft has no bottleneck adapters.* "
+                                          r"supports tuning=frozen, full, lora$"):
         tuning.check_supported(hf, "hf", "adapter")
     with pytest.raises(ConfigError, match="own checkpoint files"):
         tuning.check_supported(hf, "hf", "scratch")

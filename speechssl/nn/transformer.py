@@ -49,11 +49,39 @@ class ConvPositions(nn.Module):
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         self.trim = 1 if kernel % 2 == 0 else 0
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, key_padding: Tensor | None = None) -> Tensor:
         y = self.conv(x.transpose(1, 2))
         if self.trim:
             y = y[..., :-self.trim]
         return F.gelu(y).transpose(1, 2)
+
+
+class ConvPositionStack(nn.Module):
+    """The convolutional positions of data2vec (Baevski et al., 2022): ``depth`` grouped
+    convs over time (kernel ``kernel``, "same" length, no weight norm), each followed by a
+    layer norm without affine parameters and GELU (paper: 5 convs of kernel 19, 16 groups;
+    HuggingFace's Data2VecAudioPositionalConvEmbedding). (B, T, D) -> (B, T, D), to be added
+    to the input; padded frames (``key_padding`` True) are zeroed before every conv, so
+    padding never changes the valid frames."""
+
+    def __init__(self, dim: int, kernel: int = 19, groups: int = 16, depth: int = 5):
+        super().__init__()
+        if dim % groups:
+            raise ValueError(f"hidden size {dim} is not divisible by {groups} conv groups")
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+                                   for _ in range(depth))
+        self.trim = 1 if kernel % 2 == 0 else 0
+
+    def forward(self, x: Tensor, key_padding: Tensor | None = None) -> Tensor:
+        keep = None if key_padding is None else (~key_padding).unsqueeze(-1).to(x.dtype)
+        for conv in self.convs:
+            if keep is not None:
+                x = x * keep
+            y = conv(x.transpose(1, 2))
+            if self.trim:
+                y = y[..., :-self.trim]
+            x = F.gelu(F.layer_norm(y.transpose(1, 2), y.shape[1:2]))
+        return x
 
 
 class SelfAttention(nn.Module):
@@ -135,21 +163,24 @@ class TransformerEncoder(nn.Module):
     """(B, T, D) inputs (already embedded) -> one (B, T, D) output per layer.
 
     position: "sinusoidal", "learned" (``max_len`` positions), "conv" (wav2vec 2.0's
-    convolutional relative positions, ``conv_pos_kernel`` / ``conv_pos_groups``) or "none"
-    (the caller adds its own). Pre-LN adds a final layer norm to the last output.
+    convolutional relative positions, ``conv_pos_kernel`` / ``conv_pos_groups``; with
+    ``conv_pos_layers`` N >= 1, data2vec's stack of N convs instead) or "none" (the caller
+    adds its own). Pre-LN adds a final layer norm to the last output.
     """
 
     def __init__(self, dim: int, num_layers: int, heads: int, ff_dim: int, dropout: float = 0.1,
                  attention_dropout: float = 0.1, norm_first: bool = False,
                  position: str = "sinusoidal", max_len: int = 4096, activation: str = "gelu",
-                 conv_pos_kernel: int = 128, conv_pos_groups: int = 16):
+                 conv_pos_kernel: int = 128, conv_pos_groups: int = 16, conv_pos_layers: int = 0):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position {position!r}; valid: {', '.join(POSITIONS)}")
         self.position, self.norm_first = position, norm_first
         self.pos_embed = nn.Embedding(max_len, dim) if position == "learned" else None
         if position == "conv":
-            self.pos_conv = ConvPositions(dim, conv_pos_kernel, conv_pos_groups)
+            self.pos_conv = ConvPositions(dim, conv_pos_kernel, conv_pos_groups) \
+                if conv_pos_layers == 0 else \
+                ConvPositionStack(dim, conv_pos_kernel, conv_pos_groups, conv_pos_layers)
         self.layers = nn.ModuleList(
             TransformerLayer(dim, heads, ff_dim, dropout, attention_dropout, norm_first, activation)
             for _ in range(num_layers))
@@ -164,7 +195,7 @@ class TransformerEncoder(nn.Module):
         if self.position == "conv":
             if key_padding is not None:
                 x = x.masked_fill(key_padding.unsqueeze(-1), 0.0)
-            return x + self.pos_conv(x)
+            return x + self.pos_conv(x, key_padding)
         if self.position == "sinusoidal":
             return x + sinusoidal_positions(T, x.shape[-1], x.device).to(x.dtype)
         if self.position == "learned":

@@ -24,12 +24,14 @@ class ContextNetwork(nn.Module):
     (B, T, D) and key padding (B, T) -> [input after the layer norm, each layer's output]."""
 
     def __init__(self, dim: int, num_layers: int, heads: int, ff_dim: int, dropout: float,
-                 attention_dropout: float, conv_pos_kernel: int, conv_pos_groups: int):
+                 attention_dropout: float, conv_pos_kernel: int, conv_pos_groups: int,
+                 conv_pos_layers: int = 0):
         super().__init__()
         self.transformer = TransformerEncoder(dim, num_layers, heads, ff_dim, dropout,
                                               attention_dropout, norm_first=False,
                                               position="conv", conv_pos_kernel=conv_pos_kernel,
-                                              conv_pos_groups=conv_pos_groups)
+                                              conv_pos_groups=conv_pos_groups,
+                                              conv_pos_layers=conv_pos_layers)
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
@@ -45,7 +47,10 @@ class ContextNetwork(nn.Module):
 
 class MaskedBackbone(nn.Module):
     """Waveform -> conv features -> (optionally masked) transformer; shared by wav2vec 2.0,
-    HuBERT and data2vec. Sizes of BASE: conv 512, dim 768, 12 layers, 12 heads, ff 3072."""
+    HuBERT and data2vec. Sizes of BASE: conv 512, dim 768, 12 layers, 12 heads, ff 3072.
+    ``conv_norm``: "group_first" (wav2vec 2.0, HuBERT) or "layer" (data2vec: a layer norm
+    in every conv layer); ``conv_pos_layers``: 0 = wav2vec 2.0's one weight-normalised
+    position conv, N = data2vec's N convs of kernel ``conv_pos_kernel``."""
 
     def __init__(self, conv_dim: int = 512, conv_kernels=WAV2VEC2_KERNELS,
                  conv_strides=WAV2VEC2_STRIDES, conv_norm: str = "group_first",
@@ -53,7 +58,7 @@ class MaskedBackbone(nn.Module):
                  ff_size: int = 3072, dropout: float = 0.1, attention_dropout: float = 0.1,
                  feature_dropout: float = 0.1, conv_pos_kernel: int = 128,
                  conv_pos_groups: int = 16, mask_prob: float = 0.065, mask_span: int = 10,
-                 feature_grad_mult: float = 1.0):
+                 feature_grad_mult: float = 1.0, conv_pos_layers: int = 0):
         super().__init__()
         if not 0.0 <= mask_prob <= 1.0 or mask_span < 1:
             raise ConfigError(f"upstream.mask_prob={mask_prob} must be in [0, 1] and "
@@ -64,7 +69,8 @@ class MaskedBackbone(nn.Module):
         self.feature_drop = nn.Dropout(feature_dropout)
         self.mask_emb = nn.Parameter(torch.empty(hidden_size).uniform_())
         self.context = ContextNetwork(hidden_size, num_layers, num_heads, ff_size, dropout,
-                                      attention_dropout, conv_pos_kernel, conv_pos_groups)
+                                      attention_dropout, conv_pos_kernel, conv_pos_groups,
+                                      conv_pos_layers)
         self.mask_prob, self.mask_span = mask_prob, mask_span
         self.feature_grad_mult = feature_grad_mult
 

@@ -11,6 +11,13 @@ smooth L1 (beta = 0.25), summed over dimensions and scaled by 1 / sqrt(D). The E
 tau goes linearly from 0.999 to 0.9999 over the first 30k updates, then stays.
 Simplification: the paper averages the teacher's feed-forward outputs before each block's
 final layer norm; here the block outputs (after it) are averaged.
+
+The paper's backbone differs from wav2vec 2.0's in two places, both options here (defaults:
+wav2vec 2.0's): a layer norm in every conv layer (``conv_norm="layer"``; wav2vec 2.0: a
+group norm in the first) and 5 position convs of kernel 19, each with a layer norm and no
+weight norm (``conv_pos_layers=5 conv_pos_kernel=19``; wav2vec 2.0: one weight-normalised
+conv of kernel 128). With both, the model is HuggingFace's Data2VecAudioModel
+(speechssl/hf_export.py).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from speechssl.nn.ema import ema_decay, ema_update_
 from speechssl.nn.masking import valid_mask
 from speechssl.nn.wav2vec2_backbone import MaskedBackbone
 from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
+
+CONV_NORMS = ("group_first", "layer")  # wav2vec 2.0's, the paper's
 
 
 def instance_norm(x: Tensor, valid: Tensor, eps: float = 1e-5) -> Tensor:
@@ -63,17 +72,24 @@ class Data2Vec(Upstream):
                  conv_pos_groups: int = 16, mask_prob: float = 0.065, mask_span: int = 10,
                  top_k: int = 8, ema_start: float = 0.999, ema_end: float = 0.9999,
                  ema_anneal_steps: int = 30000, loss_beta: float = 0.25,
-                 feature_grad_mult: float = 1.0):
+                 feature_grad_mult: float = 1.0, conv_norm: str = "group_first",
+                 conv_pos_layers: int = 0):
         super().__init__()
         if not 1 <= top_k <= num_layers:
             raise ConfigError(f"upstream.top_k={top_k} must be in [1, num_layers={num_layers}]")
         if not (0.0 <= ema_start <= 1.0 and 0.0 <= ema_end <= 1.0):
             raise ConfigError(f"upstream.ema_start={ema_start} and ema_end={ema_end} must be "
                               "in [0, 1]")
-        self.backbone = MaskedBackbone(conv_dim, conv_kernels, conv_strides, "group_first",
+        if conv_norm not in CONV_NORMS:
+            raise ConfigError(f"upstream.conv_norm={conv_norm!r}; valid: {', '.join(CONV_NORMS)}")
+        if conv_pos_layers < 0:
+            raise ConfigError(f"upstream.conv_pos_layers={conv_pos_layers} must be >= 0 (0 = "
+                              "wav2vec 2.0's one weight-normalised conv)")
+        self.backbone = MaskedBackbone(conv_dim, conv_kernels, conv_strides, conv_norm,
                                        hidden_size, num_layers, num_heads, ff_size, dropout,
                                        attention_dropout, feature_dropout, conv_pos_kernel,
-                                       conv_pos_groups, mask_prob, mask_span, feature_grad_mult)
+                                       conv_pos_groups, mask_prob, mask_span, feature_grad_mult,
+                                       conv_pos_layers)
         self.downsample_rate = self.backbone.features.stride
         self.teacher = copy.deepcopy(self.backbone.context).requires_grad_(False).eval()
         self.head = nn.Linear(hidden_size, hidden_size)

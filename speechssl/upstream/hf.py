@@ -125,7 +125,8 @@ class HFUpstream(Upstream):
     wav2vec2-base then see the padding, so frames can change with the batch).
     """
 
-    tuning_modes = ("frozen", "full")  # weights from its own files; no peft layers here
+    # weights from its own files (no scratch); lora through peft (speechssl/tuning_peft.py)
+    tuning_modes = ("frozen", "full", "lora")
 
     @classmethod
     def check_options(cls, path: str | None = None, normalize: bool | None = None,
@@ -151,6 +152,11 @@ class HFUpstream(Upstream):
             self.batched = True if batched is None else bool(batched)
             self.normalize, self.use_mask = False, True
             return
+        # a tuned upstream runs in train mode (dropout on): transformers would also drop whole
+        # layers (layerdrop: fewer hidden states than the featurizer weighs) and mask frames
+        # (SpecAugment); neither is part of a layer's features, as in speechssl's own models
+        self.model.config.layerdrop = 0.0
+        self.model.config.apply_spec_augment = False
         fe = self._feature_extractor_settings()
         self.sample_rate = int(fe["sampling_rate"])
         self.normalize = bool(fe["do_normalize"] if normalize is None else normalize)
@@ -173,6 +179,14 @@ class HFUpstream(Upstream):
         if self._hash is None:
             self._hash = files_hash(self.path)
         return self._hash
+
+    def peft_family(self) -> str:
+        """The model family peft's layers are placed by (speechssl/tuning_peft.py)."""
+        return self.model_type
+
+    def peft_model(self) -> nn.Module:
+        """The module peft's layers go into."""
+        return self.model
 
     def forward(self, x: Tensor, lengths: Tensor) -> UpstreamOutput:
         """x: (B, S) float waveforms or (B, T) long token ids; lengths (B,)."""

@@ -186,6 +186,9 @@ class TorchaudioUpstream(Upstream):
     each utterance alone (group-norm feature encoders would otherwise see the padding).
     """
 
+    # scratch for an ``arch`` (weights we initialise); lora through peft (speechssl/tuning_peft.py)
+    tuning_modes = ("frozen", "full", "scratch", "lora")
+
     @classmethod
     def check_options(cls, arch: str | None = None, arch_options: dict | None = None,
                       fairseq: str | None = None, hf: str | None = None,
@@ -255,6 +258,18 @@ class TorchaudioUpstream(Upstream):
 
         pre = self.source / "preprocessor_config.json"
         return bool(json.loads(pre.read_text()).get("do_normalize", True)) if pre.is_file() else True
+
+    def peft_family(self) -> str:
+        """"wavlm" (its attention is torch's MultiheadAttention) or "torchaudio" (wav2vec 2.0
+        and HuBERT's SelfAttention with q/k/v/out projections): speechssl/tuning_peft.py."""
+        from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
+
+        wavlm = any(isinstance(m, WavLMSelfAttention) for m in self.model.modules())
+        return "wavlm" if wavlm else "torchaudio"
+
+    def peft_model(self) -> torch.nn.Module:
+        """The module peft's layers go into."""
+        return self.model
 
     def weights_hash(self) -> str | None:
         if self.source is None:
