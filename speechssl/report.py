@@ -75,8 +75,8 @@ def table_notes(cells: list[CellResult], scores: Scores, suite: dict, corpus: st
                      f"{len(suite['tasks'])} suite tasks; reference points: "
                      f"{ref.get('provenance', ref['corpus'])}")
     if any(c.converged is False for c in mine):
-        notes.append(f"{NOT_CONVERGED} not converged: the probe's dev metric (ASV: its "
-                     "training loss) was still improving over the last fifth of its training "
+        notes.append(f"{NOT_CONVERGED} not converged: the probe's dev metric (without a "
+                     "dev split, its training loss) was still improving over the last fifth of its training "
                      "(speechssl/convergence.py); a larger downstream.optim.max_steps may "
                      "change the value")
     return notes + scores.notes
