@@ -40,8 +40,10 @@ def run(cfg: DictConfig) -> None:
 
 def expand_suite(argv: list[str], recipes) -> list[str]:
     """`suite=NAME` in a training run without `downstream=`: run every task of the suite
-    that has a recipe, as a Hydra multirun (`-m downstream=t1,t2,...`); finished cells are
-    skipped by the training loop (force=true redoes them)."""
+    that has a recipe, as a Hydra multirun (`-m downstream=t1,t2,...`, in the suite's
+    ``run_order``), two cells at a time through recipes/hydra/launcher/parallel.yaml unless
+    a ``hydra/launcher=`` is given; finished cells are skipped by the training loop
+    (force=true redoes them)."""
     from pathlib import Path
 
     from speechssl.score import load_suite
@@ -51,7 +53,8 @@ def expand_suite(argv: list[str], recipes) -> list[str]:
         return argv
     if any(a.startswith("mode=") and a != "mode=train" for a in argv):
         return argv
-    tasks = load_suite(suite[-1])["tasks"]
+    spec = load_suite(suite[-1])
+    tasks = spec.get("run_order", spec["tasks"])
     have = [t for t in tasks if (Path(recipes) / "downstream" / f"{t}.yaml").is_file()]
     missing = [t for t in tasks if t not in have]
     if missing:
@@ -63,7 +66,9 @@ def expand_suite(argv: list[str], recipes) -> list[str]:
         raise ConfigError(f"suite={suite[-1]}: none of its tasks has a recipe in "
                           f"{Path(recipes) / 'downstream'}")
     multirun = [] if any(a in ("-m", "--multirun") for a in argv) else ["-m"]
-    return [*multirun, *argv, "downstream=" + ",".join(have)]
+    launcher = [] if any(a.lstrip("+").startswith("hydra/launcher=") for a in argv) \
+        else ["hydra/launcher=parallel"]
+    return [*multirun, *argv, *launcher, "downstream=" + ",".join(have)]
 
 
 def check_launcher(argv: list[str], recipes) -> None:

@@ -50,13 +50,24 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def default_threads() -> int:
+    """The thread count ``num_threads=0`` means: under torchrun, the cores this process may
+    run on (CPU affinity, not the host's count) shared out among the ranks of this node;
+    otherwise ``OMP_NUM_THREADS`` when it is set (as torch itself reads it: Hydra's joblib
+    launcher sets it to cores / cells running at once in each cell's process, a batch
+    scheduler may set it too), else those cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if "LOCAL_WORLD_SIZE" in os.environ:
+        return max(1, (cores or 1) // int(os.environ["LOCAL_WORLD_SIZE"]))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    return max(1, cores or 1)
+
+
 def set_threads(n: int) -> None:
-    """Use ``n`` intra-op threads; 0 = the cores this process may run on (CPU affinity, not
-    the host's count), shared out among the ranks of this node under torchrun."""
-    if n <= 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        n = max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    torch.set_num_threads(n)
+    """Use ``n`` intra-op threads; 0 = :func:`default_threads`."""
+    torch.set_num_threads(n if n > 0 else default_threads())
 
 
 def seed_everything(seed: int) -> None:

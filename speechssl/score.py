@@ -221,13 +221,18 @@ def _is_number(x) -> bool:
 
 
 def check_suite(suite, where: str = "suite") -> None:
-    """A suite is {name, tasks: [task...], references: [{corpus: glob, provenance,
+    """A suite is {name, tasks: [task...], run_order (optional: the tasks in the order
+    their cells start), references: [{corpus: glob, provenance,
     points: {task: {metric: {baseline: number | 'fbank', topline: number}}}}]}."""
     if not isinstance(suite, dict):
         raise ConfigError(f"{where}: a suite is a mapping with name, tasks, references")
     tasks = suite.get("tasks")
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise ConfigError(f"{where}: suite.tasks must be a non-empty list of task names")
+    order = suite.get("run_order", tasks)
+    if not isinstance(order, list) or sorted(order) != sorted(tasks):
+        raise ConfigError(f"{where}: suite.run_order must list the suite's tasks, each once, "
+                          f"in the order their cells start (got {order!r})")
     refs = suite.get("references", [])
     if not isinstance(refs, list):
         raise ConfigError(f"{where}: suite.references must be a list")

@@ -37,7 +37,7 @@ COLUMNS = {
     "upstream_params": "INTEGER",
     "layer_weights": "TEXT",
     "wall_time_s": "REAL",
-    "timing_json": "TEXT",  # where wall_time_s went: setup, features, probe, scoring (seconds)
+    "timing_json": "TEXT",  # where wall_time_s went: setup, features, probe, scoring (seconds); torch threads
     "config_yaml": "TEXT",
     "code_version": "TEXT",
     "run_dir": "TEXT",

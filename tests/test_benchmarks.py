@@ -86,6 +86,22 @@ def test_quick_mode(script, data_dir, tmp_path):
         assert "s3prl skipped" in proc.stdout, log
 
 
+def test_bench_suite_times_the_suite_command(data_dir, tmp_path):
+    """bench_suite.py --jobs: `run.py suite=` itself, two cells at a time, timed as a whole."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_suite.py"), "--quick", "--jobs", "2",
+         "--data-dir", str(data_dir), "--tasks", "ks", "pr", "--out-dir", str(tmp_path / "s")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    log = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, log
+    for line in ("| ks | accuracy |", "| pr | per |", "| sum of the cells |", "| **total** |",
+                 "with 2 cells at a time"):
+        assert line in proc.stdout, f"{line!r} not printed\n{log}"
+    ran = (tmp_path / "s" / "runs.log").read_text()
+    assert "hydra/launcher=parallel hydra.launcher.n_jobs=2" in ran, ran
+
+
 def test_linear_reference(data_dir, tmp_path):
     """benchmarks/linear_reference.py (the corpus-headroom and probe-convergence yardstick)
     on the tiny corpus: a converged regression per task, a cosine EER for ASV."""

@@ -5,10 +5,13 @@ runs every task of the suite skipping done cells, and submitit's local executor 
 from __future__ import annotations
 
 import csv
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import joblib
 import pytest
 
 from speechssl import score, store
@@ -66,23 +69,33 @@ def test_mode_leaderboard_renders_the_store(sweep):
 
 def test_suite_runs_its_tasks_and_skips_done_cells(sweep, data_dir):
     out_dir, _ = sweep
+    # num_threads=0: the parallel launcher's two cells share the cores (joblib's OMP_NUM_THREADS)
+    budget = [a for a in BUDGET if not a.startswith("num_threads=")]
     proc = run_py("suite=quick", "upstream=fbank", f"data_dir={data_dir}",
-                  f"out_dir={out_dir}", *BUDGET)
+                  f"out_dir={out_dir}", *budget)
     assert proc.stdout.count("already done") == 2  # fbank x ks, pr from the sweep
-    fbank = {r["task"] for r in store.rows(out_dir / "leaderboard.sqlite")
-             if r["upstream"] == "fbank"}
-    assert fbank == {"pr", "ks", "ic"}
+    rows = {r["task"]: r for r in store.rows(out_dir / "leaderboard.sqlite")
+            if r["upstream"] == "fbank"}
+    assert set(rows) == {"pr", "ks", "ic"}
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, joblib.cpu_count() // 2))
+    assert json.loads(rows["ic"]["timing_json"])["threads"] == threads
     table = proc.stdout[proc.stdout.index("| upstream |"):]
     assert "suite quick" in table and "ic (accuracy)" in table
 
 
 def test_expand_suite_rewrites_only_a_training_suite_run():
     recipes = ROOT / "recipes"
-    have = [t for t in score.load_suite("superb")["tasks"]
-            if (recipes / "downstream" / f"{t}.yaml").is_file()]
+    suite = score.load_suite("superb")
+    assert sorted(suite["run_order"]) == sorted(suite["tasks"])
+    assert suite["run_order"][:2] == ["asr", "sf"]  # the longest cells start first
+    have = [t for t in suite["run_order"] if (recipes / "downstream" / f"{t}.yaml").is_file()]
     assert expand_suite(["suite=superb", "upstream=fbank,apc"], recipes) == [
-        "-m", "suite=superb", "upstream=fbank,apc", "downstream=" + ",".join(have)]
+        "-m", "suite=superb", "upstream=fbank,apc", "hydra/launcher=parallel",
+        "downstream=" + ",".join(have)]
     assert expand_suite(["-m", "suite=superb"], recipes)[:2] == ["-m", "suite=superb"]
+    # a launcher named on the command line is the one used (basic: one cell after another)
+    assert expand_suite(["suite=superb", "hydra/launcher=basic"], recipes) == [
+        "-m", "suite=superb", "hydra/launcher=basic", "downstream=" + ",".join(have)]
     for argv in (["suite=superb", "downstream=ks"], ["suite=superb", "mode=leaderboard"],
                  ["upstream=fbank"]):
         assert expand_suite(argv, recipes) == argv
@@ -135,3 +148,16 @@ def test_bad_suite_value_in_the_config_is_named(make_cfg):
         check_values(make_cfg("suite.tasks=[]"))
     with pytest.raises(ConfigError, match=r"points\.ks\.accuracy\.topline must be a number"):
         check_values(make_cfg("suite.references.0.points.ks.accuracy.topline=high"))
+
+
+def test_num_threads_zero_shares_the_cores(monkeypatch):
+    from speechssl.runtime import default_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_threads() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # a parallel launcher's cell, a batch job
+    assert default_threads() == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun (which sets OMP_NUM_THREADS=1)
+    assert default_threads() == max(1, cores // 2)
