@@ -155,6 +155,9 @@ def main(argv=None) -> None:
         if "=" not in item.lstrip("+"):
             p.error(f"--set {item!r}: expected KEY=VALUE")
     extra = list(args.set)  # Hydra overrides of the root config, as run.py takes them
+    from speechssl.runtime import set_threads
+
+    set_threads(compose_config([f"upstream={args.upstream}", *extra]).num_threads)
     print(machine_header())
     rows = []
     for name in args.tasks:
