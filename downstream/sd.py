@@ -70,6 +70,22 @@ def rttm_line(file_id: str, start: float, duration: float, speaker: str) -> str:
     return f"SPEAKER {file_id} 1 {start:.3f} {duration:.3f} <NA> <NA> {speaker} <NA> <NA>\n"
 
 
+def random_windows(features: Tensor, labels: Tensor, lengths: Tensor, size: int,
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """A window of at most ``size`` frames from each recording of a batch, at a uniformly
+    random start within it (s3prl trains diarization on fixed-length chunks): (B, T, D)
+    features and (B, T, S) labels -> the same cut to (B, min(T, size), .) and the lengths
+    within the windows. A recording no longer than ``size`` is kept whole."""
+    if features.shape[1] <= size:
+        return features, labels, lengths
+    room = (lengths - size).clamp(min=0).cpu()
+    starts = (torch.rand(len(room), generator=generator) * (room + 1)).floor().long()
+    index = (starts.unsqueeze(1) + torch.arange(size)).to(features.device)  # (B, size)
+    index = index.clamp(max=features.shape[1] - 1)
+    take = lambda x: x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
+    return take(features), take(labels), lengths.clamp(max=size)
+
+
 class FrameLSTM(nn.Module):
     """One LSTM layer and a linear layer: (B, T, D) -> (B, T, num_speakers) logits."""
 
@@ -90,6 +106,8 @@ class SpeakerDiarization(Task):
 
     The decision threshold and median-filter length are chosen on dev (lowest DER), then
     applied to test; the test hypotheses and references are written as RTTM files.
+    Training reads random ``train_chunk_seconds`` windows of longer recordings (s3prl's
+    fixed-length chunks; the synthesized mixtures, about 4.5 s, are shorter than 20 s).
     """
 
     metric = "der"
@@ -98,7 +116,8 @@ class SpeakerDiarization(Task):
 
     def __init__(self, num_speakers: int = 2, hidden_dim: int = 512,
                  thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7),
-                 median_seconds: tuple = (0.0, 0.11, 0.21, 0.51)):
+                 median_seconds: tuple = (0.0, 0.11, 0.21, 0.51),
+                 train_chunk_seconds: float | None = 20.0):
         if not all(_is_number(v) and int(v) == v >= 1 for v in (num_speakers, hidden_dim)):
             raise ConfigError(f"downstream.num_speakers and downstream.hidden_dim must be "
                               f"positive integers, got {num_speakers!r} and {hidden_dim!r}")
@@ -112,6 +131,11 @@ class SpeakerDiarization(Task):
         if not median_seconds or not all(m >= 0 for m in median_seconds):
             raise ConfigError(f"downstream.median_seconds must be a non-empty list of "
                               f"values >= 0, got {median_seconds!r}")
+        if train_chunk_seconds is not None and not (_is_number(train_chunk_seconds)
+                                                    and train_chunk_seconds > 0):
+            raise ConfigError(f"downstream.train_chunk_seconds must be a number > 0 or null "
+                              f"(whole recordings), got {train_chunk_seconds!r}")
+        self.train_chunk_seconds = train_chunk_seconds
         self.num_speakers, self.hidden_dim = int(num_speakers), int(hidden_dim)
         self.thresholds, self.median_seconds = thresholds, median_seconds
         self.post = (0.5, 0.0)  # (threshold, median seconds) until tuned on dev
@@ -148,9 +172,15 @@ class SpeakerDiarization(Task):
         return frame_labels(segments, speakers, num_frames, self.frame_shift)
 
     def loss(self, probe, features, lengths, batch) -> Tensor:
+        """PIT BCE; in training on a random ``train_chunk_seconds`` window of each recording
+        (s3prl's 2000 frames of 10 ms), on whole recordings otherwise."""
         T = features.shape[1]
         labels = torch.from_numpy(np.stack([self.labels(it, T) for it in batch["items"]]))
-        return pit_bce(probe(features, lengths), labels.to(features), lengths)
+        labels = labels.to(features)
+        if probe.training and self.train_chunk_seconds is not None:
+            size = max(1, round(self.train_chunk_seconds / self.frame_shift))
+            features, labels, lengths = random_windows(features, labels, lengths, size)
+        return pit_bce(probe(features, lengths), labels, lengths)
 
     def predict(self, probe, features, lengths, batch) -> list[np.ndarray]:
         post = torch.sigmoid(probe(features, lengths).float()).cpu().numpy()

@@ -205,6 +205,41 @@ def test_sd_probe_padding_never_changes_valid_frames():
     assert torch.allclose(out[1, :7], alone[0], atol=1e-6)
 
 
+def test_sd_trains_on_random_windows_of_long_recordings():
+    """train_chunk_seconds: features and labels are cut at the same random start inside each
+    recording; a short recording stays whole; scoring never cuts."""
+    from downstream.sd import random_windows
+
+    frames = torch.arange(30.0).reshape(1, 30, 1).repeat(3, 1, 2)  # frame t holds t
+    labels = frames[..., :1].repeat(1, 1, 2) + 100
+    lengths = torch.tensor([30, 18, 8])
+    g = torch.Generator().manual_seed(0)
+    starts = set()
+    for _ in range(40):
+        f, lab, n = random_windows(frames, labels, lengths, 10, g)
+        assert f.shape == (3, 10, 2) and n.tolist() == [10, 10, 8]
+        assert torch.equal(lab - 100, f)  # the labels of the same frames
+        for b, length in enumerate(lengths.tolist()):
+            first = int(f[b, 0, 0])
+            assert 0 <= first <= max(0, length - 10)
+            assert f[b, : n[b], 0].tolist() == list(range(first, first + int(n[b])))
+        starts.add(int(f[0, 0, 0]))
+    assert len(starts) > 10  # starts spread over the 21 possible ones of the first recording
+    assert random_windows(frames, labels, lengths, 40)[0] is frames
+    task = build_task("sd", train_chunk_seconds=0.1)
+    task.frame_shift = 0.01
+    seen = []
+    probe = lambda x, n: seen.append(x.shape[1]) or x  # noqa: E731
+    probe.training = True
+    items = [{"segments": [{"start": 0.0, "end": 0.2, "speaker": "a"}]}] * 3
+    task.loss(probe, frames, lengths, {"items": items})
+    probe.training = False
+    task.loss(probe, frames, lengths, {"items": items})
+    assert seen == [10, 30]
+    with pytest.raises(ConfigError, match="train_chunk_seconds"):
+        build_task("sd", train_chunk_seconds=0)
+
+
 def test_postprocess_threshold_and_median():
     post = np.array([[0.9], [0.2], [0.8], [0.7], [0.1], [0.1]])
     assert postprocess(post, 0.5, 1)[:, 0].tolist() == [1, 0, 1, 1, 0, 0]
