@@ -74,6 +74,10 @@ def _activation(module: nn.Module, where: str) -> str:
 def _conv_encoder(backbone: MaskedBackbone) -> tuple[dict, dict[str, Tensor]]:
     """The conv feature encoder's config fields and weights."""
     enc = backbone.features
+    if backbone.frontend != "conv":
+        raise SpeechSSLError(f"format=hf: upstream.frontend={backbone.frontend} (stacked log-mel "
+                             f"frames) has no transformers equivalent: its wav2vec2, hubert and "
+                             f"data2vec classes read the waveform through the conv encoder")
     if enc.log_compression:
         raise SpeechSSLError("format=hf: the conv feature encoder's log compression (wav2vec, "
                              "2019) has no transformers equivalent")

@@ -99,6 +99,8 @@ def test_what_has_no_transformers_form_is_an_error_naming_it():
 
     with pytest.raises(SpeechSSLError, match=r"format=hf exports wav2vec2, hubert, data2vec"):
         convert(build_upstream("apc", hidden_size=16, num_layers=1), "apc")
+    with pytest.raises(SpeechSSLError, match="frontend=fbank .*no transformers equivalent"):
+        convert(build_upstream("hubert", **TINY, frontend="fbank"), "hubert")
     stack_only = build_upstream("data2vec", **TINY, top_k=2, conv_pos_layers=2)
     with pytest.raises(SpeechSSLError, match="Data2VecAudioModel.*conv_norm=layer"):
         convert(stack_only, "data2vec")

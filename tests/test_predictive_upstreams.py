@@ -102,6 +102,35 @@ def test_hubert_loss_falls_on_masked_frames(centroids, tiny_batch):
     assert after["accuracy_masked"] > 1 / 12  # above uniform guessing among 12 clusters
 
 
+@pytest.mark.parametrize("name", ["hubert", "wav2vec2", "data2vec"])
+def test_log_mel_frontend_replaces_the_conv_encoder(name, centroids, tiny_batch):
+    """frontend=fbank (MelHuBERT's input): stacked log-mel frames at the conv stride, no
+    encoder parameters, no feature penalty, and the transformer still learns from it."""
+    from speechssl.nn.frontend import KaldiFrontend
+
+    opts = {"hubert": HUBERT, "data2vec": DATA2VEC,
+            "wav2vec2": {**BACKBONE, "final_dim": 16, "codebook_size": 8, "num_negatives": 4}}
+    up = build_upstream(name, **opts[name], frontend="fbank", mel_stack=2)
+    if name == "hubert":
+        up.set_centroids(centroids)
+    x, n = tiny_batch["audio"][:2], torch.tensor([16000, 11000])
+    feats, m = up.eval().backbone.features(x, n)
+    assert up.downsample_rate == 320 and feats.shape[-1] == 160
+    assert torch.equal(m, up.backbone.features.output_lengths(n))
+    assert m.tolist() == [49, 34]  # ceil(Kaldi frames / 2): 98 -> 49, 67 -> 34
+    # frame t is 10 ms frames 2t and 2t + 1 side by side (global CMVN: identity before training)
+    ref, _ = KaldiFrontend("fbank", normalize=False)(x[:1], n[:1])
+    assert torch.allclose(feats[0, 3], ref[0, 6:8].reshape(-1))
+    assert not [p for p in up.backbone.features.parameters()]
+    torch.manual_seed(0)
+    out = up.train().pretrain_loss(x, n)
+    assert float(out.get("feature_penalty", 0.0)) == 0.0
+    assert float(up.backbone.features.logmel.global_cmvn.count) == 98 + 67  # Kaldi frames seen
+    out["loss"].backward()
+    assert up.backbone.proj.weight.grad.abs().sum() > 0
+    assert [h.shape[1] for h in up.eval()(x, n).hidden_states] == [49] * 3
+
+
 def test_hubert_unmasked_weight_adds_the_unmasked_loss(centroids, tiny_batch):
     x, n = tiny_batch["audio"][:2], tiny_batch["lengths"][:2]
     torch.manual_seed(0)

@@ -131,6 +131,46 @@ class LogMel(nn.Module):
         return feats, n
 
 
+def stack_frames(feats: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Concatenate k consecutive frames: (B, T, D) -> (B, ceil(T/k), k*D), lengths ceil(n/k).
+    The last group of each sequence is zero-filled past its end (padding is zero already)."""
+    if k == 1:
+        return feats, lengths
+    B, T, D = feats.shape
+    valid = valid_mask(lengths, T).unsqueeze(-1)
+    feats = nn.functional.pad(feats * valid, (0, 0, 0, (-T) % k))
+    return feats.reshape(B, -1, k * D), torch.div(lengths + k - 1, k, rounding_mode="floor")
+
+
+class StackedLogMel(nn.Module):
+    """The log-mel feature encoder of the masked-prediction models on a CPU budget
+    (MelHuBERT, Lin et al., 2023): ``stack`` consecutive 10 ms log-mel frames of
+    ``num_mel_bins`` (corpus CMVN learned while pre-training, ``cmvn``) side by side, so
+    one frame is ``160 * stack`` samples, as the conv feature encoder's stride. Same
+    interface as :class:`speechssl.nn.conv_encoder.ConvFeatureEncoder`: forward((B, S),
+    (B,)) -> (B, T, channels), (B,) frames; ``stride``, ``output_lengths``; no parameters
+    (the global CMVN statistics are buffers)."""
+
+    def __init__(self, num_mel_bins: int = 80, stack: int = 2, cmvn: str = "global"):
+        super().__init__()
+        if stack < 1:
+            raise ConfigError(f"upstream.mel_stack={stack} must be >= 1")
+        self.logmel = LogMel(num_mel_bins, cmvn)
+        self.stack = stack
+        self.channels = num_mel_bins * stack
+
+    @property
+    def stride(self) -> int:
+        return HOP_SAMPLES * self.stack
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return torch.div(num_frames(lengths) + self.stack - 1, self.stack, rounding_mode="floor")
+
+    def forward(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        feats, n = self.logmel(wavs, lengths)
+        return stack_frames(feats, n, self.stack)
+
+
 def _deltas(f: Tensor) -> Tensor:
     """Kaldi-style regression deltas of (T, D) features, window 2."""
     import torchaudio.functional as F

@@ -4,6 +4,8 @@ data2vec (speechssl/upstream/).
 
 Conv feature encoder (stride 320) -> layer norm -> dropout -> projection -> time masking
 (masked frames get one learned vector) -> transformer with convolutional relative positions.
+``frontend="fbank"`` replaces the conv feature encoder with stacked log-mel frames
+(MelHuBERT, Lin et al., 2023: far less compute per second of audio, for CPU budgets).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
 from speechssl.nn.conv_encoder import WAV2VEC2_KERNELS, WAV2VEC2_STRIDES, ConvFeatureEncoder
+from speechssl.nn.frontend import StackedLogMel
 from speechssl.nn.masking import valid_mask, wav2vec2_mask
 from speechssl.nn.random import generator_from_global
 from speechssl.nn.transformer import TransformerEncoder
@@ -45,12 +48,18 @@ class ContextNetwork(nn.Module):
         return [x] + [h * keep for h in self.transformer(self.drop(x), key_padding)]
 
 
+FRONTENDS = ("conv", "fbank")
+
+
 class MaskedBackbone(nn.Module):
     """Waveform -> conv features -> (optionally masked) transformer; shared by wav2vec 2.0,
     HuBERT and data2vec. Sizes of BASE: conv 512, dim 768, 12 layers, 12 heads, ff 3072.
     ``conv_norm``: "group_first" (wav2vec 2.0, HuBERT) or "layer" (data2vec: a layer norm
     in every conv layer); ``conv_pos_layers``: 0 = wav2vec 2.0's one weight-normalised
-    position conv, N = data2vec's N convs of kernel ``conv_pos_kernel``."""
+    position conv, N = data2vec's N convs of kernel ``conv_pos_kernel``. ``frontend``:
+    "conv" (the papers') or "fbank" (:class:`StackedLogMel`: ``mel_stack`` frames of
+    ``mel_bins`` log-mel with corpus CMVN, ``160 * mel_stack`` samples per frame; the conv_*
+    options are then unused)."""
 
     def __init__(self, conv_dim: int = 512, conv_kernels=WAV2VEC2_KERNELS,
                  conv_strides=WAV2VEC2_STRIDES, conv_norm: str = "group_first",
@@ -58,14 +67,22 @@ class MaskedBackbone(nn.Module):
                  ff_size: int = 3072, dropout: float = 0.1, attention_dropout: float = 0.1,
                  feature_dropout: float = 0.1, conv_pos_kernel: int = 128,
                  conv_pos_groups: int = 16, mask_prob: float = 0.065, mask_span: int = 10,
-                 feature_grad_mult: float = 1.0, conv_pos_layers: int = 0):
+                 feature_grad_mult: float = 1.0, conv_pos_layers: int = 0,
+                 frontend: str = "conv", mel_bins: int = 80, mel_stack: int = 2):
         super().__init__()
         if not 0.0 <= mask_prob <= 1.0 or mask_span < 1:
             raise ConfigError(f"upstream.mask_prob={mask_prob} must be in [0, 1] and "
                               f"upstream.mask_span={mask_span} >= 1")
-        self.features = ConvFeatureEncoder(conv_dim, conv_kernels, conv_strides, norm=conv_norm)
-        self.feature_norm = nn.LayerNorm(conv_dim)
-        self.proj = nn.Linear(conv_dim, hidden_size)
+        if frontend not in FRONTENDS:
+            raise ConfigError(f"upstream.frontend={frontend!r}; valid: {', '.join(FRONTENDS)}")
+        if frontend == "conv":
+            self.features = ConvFeatureEncoder(conv_dim, conv_kernels, conv_strides, norm=conv_norm)
+        else:
+            self.features = StackedLogMel(mel_bins, mel_stack)
+        self.frontend = frontend
+        dim = self.features.channels
+        self.feature_norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, hidden_size)
         self.feature_drop = nn.Dropout(feature_dropout)
         self.mask_emb = nn.Parameter(torch.empty(hidden_size).uniform_())
         self.context = ContextNetwork(hidden_size, num_layers, num_heads, ff_size, dropout,
@@ -73,6 +90,13 @@ class MaskedBackbone(nn.Module):
                                       conv_pos_layers)
         self.mask_prob, self.mask_span = mask_prob, mask_span
         self.feature_grad_mult = feature_grad_mult
+
+    def feature_penalty(self, raw: Tensor, valid: Tensor) -> Tensor:
+        """The papers' L2 penalty on the conv encoder's output (B, T, C) at ``valid`` frames;
+        0 for the log-mel front-end, which learns nothing."""
+        if self.frontend != "conv":
+            return raw.new_zeros((), dtype=torch.float32)
+        return raw[valid].float().pow(2).mean()
 
     def encode(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(B, S) -> raw conv features (B, T, C) (for the feature penalty), layer-normed ones

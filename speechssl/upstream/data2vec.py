@@ -73,7 +73,8 @@ class Data2Vec(Upstream):
                  top_k: int = 8, ema_start: float = 0.999, ema_end: float = 0.9999,
                  ema_anneal_steps: int = 30000, loss_beta: float = 0.25,
                  feature_grad_mult: float = 1.0, conv_norm: str = "group_first",
-                 conv_pos_layers: int = 0):
+                 conv_pos_layers: int = 0, frontend: str = "conv", mel_bins: int = 80,
+                 mel_stack: int = 2):
         super().__init__()
         if not 1 <= top_k <= num_layers:
             raise ConfigError(f"upstream.top_k={top_k} must be in [1, num_layers={num_layers}]")
@@ -89,7 +90,7 @@ class Data2Vec(Upstream):
                                        hidden_size, num_layers, num_heads, ff_size, dropout,
                                        attention_dropout, feature_dropout, conv_pos_kernel,
                                        conv_pos_groups, mask_prob, mask_span, feature_grad_mult,
-                                       conv_pos_layers)
+                                       conv_pos_layers, frontend, mel_bins, mel_stack)
         self.downsample_rate = self.backbone.features.stride
         self.teacher = copy.deepcopy(self.backbone.context).requires_grad_(False).eval()
         self.head = nn.Linear(hidden_size, hidden_size)

@@ -66,7 +66,8 @@ class HuBERT(Upstream):
                  feature_grad_mult: float = 0.1, iteration: int = 1,
                  teacher: str | None = None, teacher_layer: int | None = None,
                  kmeans_seed: int = 0, kmeans_max_frames: int = 200000, kmeans_n_init: int = 3,
-                 kmeans_utterances: int = 0):
+                 kmeans_utterances: int = 0, frontend: str = "conv", mel_bins: int = 80,
+                 mel_stack: int = 2):
         super().__init__()
         if iteration not in (1, 2):
             raise ConfigError(f"upstream.iteration={iteration}; valid: 1, 2")
@@ -77,7 +78,8 @@ class HuBERT(Upstream):
         self.backbone = MaskedBackbone(conv_dim, conv_kernels, conv_strides, "group_first",
                                        hidden_size, num_layers, num_heads, ff_size, dropout,
                                        attention_dropout, feature_dropout, conv_pos_kernel,
-                                       conv_pos_groups, mask_prob, mask_span, feature_grad_mult)
+                                       conv_pos_groups, mask_prob, mask_span, feature_grad_mult,
+                                       frontend=frontend, mel_bins=mel_bins, mel_stack=mel_stack)
         self.downsample_rate = self.backbone.features.stride
         self.final_proj = nn.Linear(hidden_size, final_dim)
         self.label_embs = nn.Parameter(torch.randn(num_clusters, final_dim) * final_dim ** -0.5)
@@ -236,7 +238,7 @@ class HuBERT(Upstream):
         target = self.targets(wavs, lengths, T)
         mask = self.backbone.mask(n, T)
         h = self.backbone.contextualize(x, n, mask)[-1]
-        out, loss = {}, self.feature_penalty * raw[valid].float().pow(2).mean()
+        out, loss = {}, self.feature_penalty * self.backbone.feature_penalty(raw, valid)
         for name, sel, weight in (("masked", mask & valid, 1.0),
                                   ("unmasked", ~mask & valid, self.unmasked_weight)):
             if not sel.any():

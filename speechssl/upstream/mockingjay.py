@@ -14,21 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from speechssl.nn import masking
-from speechssl.nn.frontend import HOP_SAMPLES, LogMel
+from speechssl.nn.frontend import HOP_SAMPLES, LogMel, stack_frames
 from speechssl.nn.random import generator_from_global
 from speechssl.nn.transformer import TransformerEncoder
 from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
-
-
-def stack_frames(feats: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Concatenate k consecutive frames: (B, T, D) -> (B, ceil(T/k), k*D), lengths ceil(n/k).
-    The last group of each sequence is zero-filled past its end (padding is zero already)."""
-    if k == 1:
-        return feats, lengths
-    B, T, D = feats.shape
-    valid = masking.valid_mask(lengths, T).unsqueeze(-1)
-    feats = nn.functional.pad(feats * valid, (0, 0, 0, (-T) % k))
-    return feats.reshape(B, -1, k * D), torch.div(lengths + k - 1, k, rounding_mode="floor")
 
 
 def masked_l1(pred: Tensor, target: Tensor, where: Tensor) -> Tensor:

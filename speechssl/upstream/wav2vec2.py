@@ -47,19 +47,21 @@ class Wav2Vec2(Upstream):
                  final_dim: int = 256, codebook_groups: int = 2, codebook_size: int = 320,
                  temperature: list[float] = (2.0, 0.5, 0.999995), num_negatives: int = 100,
                  logit_temp: float = 0.1, diversity_weight: float = 0.1,
-                 feature_penalty: float = 10.0, feature_grad_mult: float = 0.1):
+                 feature_penalty: float = 10.0, feature_grad_mult: float = 0.1,
+                 frontend: str = "conv", mel_bins: int = 80, mel_stack: int = 2):
         super().__init__()
         if num_negatives < 1:
             raise ConfigError(f"upstream.num_negatives={num_negatives} must be >= 1")
         self.backbone = MaskedBackbone(conv_dim, conv_kernels, conv_strides, "group_first",
                                        hidden_size, num_layers, num_heads, ff_size, dropout,
                                        attention_dropout, feature_dropout, conv_pos_kernel,
-                                       conv_pos_groups, mask_prob, mask_span, feature_grad_mult)
+                                       conv_pos_groups, mask_prob, mask_span, feature_grad_mult,
+                                       frontend=frontend, mel_bins=mel_bins, mel_stack=mel_stack)
         self.downsample_rate = self.backbone.features.stride
         if final_dim % codebook_groups:
             raise ConfigError(f"upstream.final_dim={final_dim} is not divisible by "
                               f"upstream.codebook_groups={codebook_groups}")
-        self.quantizer = GumbelQuantizer(conv_dim, codebook_size, final_dim, codebook_groups,
+        self.quantizer = GumbelQuantizer(self.backbone.features.channels, codebook_size, final_dim, codebook_groups,
                                          tuple(temperature), init_std=1.0)
         self.project_q = nn.Linear(final_dim, final_dim)
         self.final_proj = nn.Linear(hidden_size, final_dim)
@@ -81,7 +83,7 @@ class Wav2Vec2(Upstream):
     def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         raw, feats, x, n = self.backbone.encode(wavs, lengths)
         valid = valid_mask(n, x.shape[1])
-        penalty = raw[valid].float().pow(2).mean()
+        penalty = self.backbone.feature_penalty(raw, valid)
         mask = self.backbone.mask(n, x.shape[1])
         c = self.final_proj(self.backbone.contextualize(x, n, mask)[-1])
         vq = self.quantizer(feats, valid)
