@@ -1,4 +1,5 @@
-"""Kaldi-compliant acoustic features (torchaudio.compliance.kaldi) with utterance CMVN."""
+"""Kaldi-compliant acoustic features (torchaudio.compliance.kaldi) with utterance or corpus
+CMVN, and the stacked log-mel feature encoder of the masked-prediction models' CPU option."""
 
 from __future__ import annotations
 
