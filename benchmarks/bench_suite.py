@@ -53,20 +53,27 @@ def suite_tasks(name: str) -> list[str]:
     return list(load_suite(name)["tasks"])
 
 
+def run_logged(cmd: list[str], cwd: Path, log: Path, what: str) -> float:
+    """Run ``cmd`` in ``cwd`` with its output appended to ``log``: its wall time; a failure
+    stops the bench naming ``what``."""
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        t0 = time.perf_counter()
+        code = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT).returncode
+        wall = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"{what} failed in {cwd} (exit {code}): see {log}")
+    return wall
+
+
 def run_task(root: Path, upstream: str, task: str, data_dir: Path, out_dir: Path,
              overrides: list[str], log: Path) -> dict:
     """One child run.py in checkout ``root``: its wall time and the row it recorded."""
     cmd = [sys.executable, "run.py", f"upstream={upstream}", f"downstream={task}",
            f"data_dir={data_dir}", f"out_dir={out_dir}", f"cache_dir={out_dir}/features-{task}",
            "force=true", "progress=false", *overrides]
-    with open(log, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        t0 = time.perf_counter()
-        code = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT).returncode
-        wall = time.perf_counter() - t0
-    if code != 0:
-        raise SystemExit(f"{upstream} x {task} failed in {root} (exit {code}): see {log}")
+    wall = run_logged(cmd, root, log, f"{upstream} x {task}")
     rows = sorted(Path(out_dir, "runs").rglob("result.json"), key=lambda p: p.stat().st_mtime)
     row = json.loads(rows[-1].read_text())
     return {"wall": wall, "row": row, "timing": json.loads(row.get("timing_json") or "{}")}
@@ -85,14 +92,7 @@ def run_suite(upstream: str, suite: str, tasks: list[str], jobs: int, data_dir: 
            "hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}",
            f"data_dir={data_dir}", f"out_dir={out_dir}", "force=true", "progress=false",
            *overrides, "downstream=" + ",".join(order)]
-    with open(log, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        t0 = time.perf_counter()
-        code = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
-        wall = time.perf_counter() - t0
-    if code != 0:
-        raise SystemExit(f"suite={suite} for {upstream} failed (exit {code}): see {log}")
+    wall = run_logged(cmd, REPO, log, f"suite={suite} for {upstream}")
     rows = {r["task"]: r for r in store.rows(out_dir / "leaderboard.sqlite")
             if r["upstream"] == upstream}
     results = {}
@@ -110,11 +110,7 @@ def prepare(root: Path, upstream: str, data_dir: Path, out_dir: Path, overrides:
     for mode in modes:
         cmd = [sys.executable, "run.py", f"mode={mode}", f"upstream={upstream}",
                f"data_dir={data_dir}", f"out_dir={out_dir}", "progress=false", *overrides]
-        with open(log, "a") as f:
-            f.write("$ " + " ".join(cmd) + "\n")
-            f.flush()
-            if subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT).returncode:
-                raise SystemExit(f"mode={mode} for {upstream} failed in {root}: see {log}")
+        run_logged(cmd, root, log, f"mode={mode} for {upstream}")
 
 
 def main(argv=None) -> None:

@@ -154,8 +154,9 @@ class StackedLogMel(nn.Module):
 
     def __init__(self, num_mel_bins: int = 80, stack: int = 2, cmvn: str = "global"):
         super().__init__()
-        if stack < 1:
-            raise ConfigError(f"upstream.mel_stack={stack} must be >= 1")
+        if stack < 1 or num_mel_bins < 1:
+            raise ConfigError(f"upstream.mel_stack={stack} and upstream.mel_bins={num_mel_bins} "
+                              f"must be >= 1")
         self.logmel = LogMel(num_mel_bins, cmvn)
         self.stack = stack
         self.channels = num_mel_bins * stack
