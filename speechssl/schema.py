@@ -213,6 +213,7 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "downstream.train_items": Int(1, null="every training item"),
     "downstream.featurizer.layer_norm": BOOL,
     "downstream.featurizer.standardize": BOOL,
+    "downstream.featurizer.whiten": BOOL,
     # the upper end (the upstream's layer count) is checked by config.check_featurizer_layer
     "downstream.featurizer.layer": Int(null="a learned weighted sum of all layers",
                                        note="a layer index; -1 = the last"),
@@ -223,6 +224,11 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "downstream.optim.max_steps": Int(1),
     "downstream.optim.eval_every": Int(1, note="steps between dev evaluations"),
     "downstream.optim.patience": Int(1, note="dev evaluations without improvement"),
+    "downstream.optim.lr_decay": Num(above=0, high=1,
+                                     note="the factor on the learning rate at a dev plateau; "
+                                     "1.0 = constant"),
+    "downstream.optim.decay_patience": Int(1, note="dev evaluations without improvement "
+                                           "before the learning rate is multiplied by lr_decay"),
     "downstream.optim.batch_seconds": Num(above=0, note="padded seconds of audio per probe batch"),
     "downstream.optim.batch_tokens": Int(1, note="padded tokens per probe batch (text tasks)"),
     "downstream.optim.batch_utterances": Int(1, note="utterances per batch of a probe on pooled "
@@ -264,6 +270,7 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
 # frozen features; its recipe holds zeros there)
 PROBE_ONLY = ("downstream.optim.lr", "downstream.optim.weight_decay", "downstream.optim.max_steps",
               "downstream.optim.eval_every", "downstream.optim.patience",
+              "downstream.optim.lr_decay", "downstream.optim.decay_patience",
               "downstream.optim.batch_seconds", "downstream.optim.batch_tokens",
               "downstream.optim.batch_utterances",
               "downstream.optim.grad_clip", "downstream.optim.lr_grid")

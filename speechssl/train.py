@@ -336,6 +336,7 @@ def train_probe(cfg: DictConfig, cell: Cell,
                     save_weights(run_dir / "best.safetensors", model)
                 else:
                     state["bad_evals"] += 1
+                    decay_on_plateau(opt, state["bad_evals"], oc)
                 bar.write(f"step {state['step']}: dev {task.metric} {dev[task.metric]:.2f} "
                           f"(best {state['best']:.2f})")
             else:  # no dev split (ASV, dev_speakers=0): the last weights are the ones kept
@@ -361,6 +362,17 @@ def train_probe(cfg: DictConfig, cell: Cell,
     return model
 
 
+def decay_on_plateau(opt: torch.optim.Optimizer, bad_evals: int, oc: DictConfig) -> None:
+    """Every ``decay_patience`` dev evaluations without improvement (short of ``patience``,
+    which stops the run), multiply every learning rate by ``lr_decay`` ("newbob" annealing, as
+    Kaldi's and SpeechBrain's ASR recipes do): a constant rate leaves the dev metric jumping
+    around its plateau, a smaller one settles into it. ``lr_decay: 1.0`` keeps the rate constant.
+    The optimizer's state carries the rate, so a resumed run goes on at the decayed one."""
+    if oc.lr_decay < 1.0 and bad_evals < oc.patience and bad_evals % oc.decay_patience == 0:
+        for group in opt.param_groups:
+            group["lr"] *= oc.lr_decay
+
+
 STATS_ITEMS = 512  # items a tuned upstream (run live) is standardised from: its first pass
 
 
@@ -374,8 +386,10 @@ def fit_standardization(featurizer: Featurizer, source: CachedLayers | LiveLayer
         order = order[:STATS_ITEMS]
     sizes = [source.sizes[i] for i in order]
     batches = [[order[j] for j in b] for b in LengthBucketSampler(sizes, budget, shuffle=False)]
-    mean, std = layer_statistics(source, batches)
-    featurizer.set_statistics(mean.to(featurizer.mean.device), std.to(featurizer.mean.device))
+    device = featurizer.mean.device
+    mean, std, cov = layer_statistics(source, batches, covariance=featurizer.whiten)
+    featurizer.set_statistics(mean.to(device), std.to(device),
+                              None if cov is None else cov.to(device))
 
 
 def score_cell(model: ProbeModel | None, task: Task, sources: dict, splits: dict[str, list[dict]],

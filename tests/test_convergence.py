@@ -24,3 +24,32 @@ def test_converged():
     assert converged([[1000, 3.0]], True, stopped_early=False) is False  # too few to tell
     peaked = [[100, 1.0], [200, 2.0], [300, 2.0], [400, 1.9], [500, 1.8]]
     assert converged(peaked, True, stopped_early=False) is True
+
+
+def test_decay_on_plateau_halves_the_rate_every_decay_patience_bad_evaluations():
+    """train.decay_on_plateau: the rate of every parameter group times lr_decay at each
+    decay_patience dev evaluations without improvement, never at the one that stops the run,
+    and never with lr_decay 1.0 (the constant rate)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from speechssl.train import decay_on_plateau
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([{"params": [p], "lr": 1e-2}, {"params": [], "lr": 1e-4}])
+    oc = OmegaConf.create({"lr_decay": 0.5, "decay_patience": 2, "patience": 5})
+    rates = []
+    for bad_evals in range(1, 6):
+        decay_on_plateau(opt, bad_evals, oc)
+        rates.append([g["lr"] for g in opt.param_groups])
+    assert rates == [[1e-2, 1e-4], [5e-3, 5e-5], [5e-3, 5e-5], [2.5e-3, 2.5e-5],
+                     [2.5e-3, 2.5e-5]]
+    constant = torch.optim.AdamW([p], lr=1e-3)
+    for bad_evals in range(1, 5):
+        decay_on_plateau(constant, bad_evals, OmegaConf.create(
+            {"lr_decay": 1.0, "decay_patience": 1, "patience": 9}))
+    assert constant.param_groups[0]["lr"] == 1e-3
+    # the decayed rate is in the optimizer's state: a resumed run goes on at it
+    restored = torch.optim.AdamW([{"params": [p], "lr": 1e-2}, {"params": [], "lr": 1e-4}])
+    restored.load_state_dict(opt.state_dict())
+    assert [g["lr"] for g in restored.param_groups] == [2.5e-3, 2.5e-5]

@@ -51,7 +51,8 @@ def test_standardize_with_train_statistics_and_zero_padding():
         def __call__(self, idx):
             return layers, lengths
 
-    mean, std = layer_statistics(Source(), [[0, 1, 2]])
+    mean, std, cov = layer_statistics(Source(), [[0, 1, 2]])
+    assert cov is None  # only asked for by whitening
     valid = torch.cat([layers[:, b, : int(n)] for b, n in enumerate(lengths)], dim=1)  # (L, N, D)
     assert torch.allclose(mean, valid.mean(1), atol=1e-5)
     assert torch.allclose(std, valid.std(1, unbiased=False), atol=1e-5)
@@ -67,3 +68,64 @@ def test_standardize_with_train_statistics_and_zero_padding():
     assert torch.equal(g(layers, lengths), out)
     with pytest.raises(ValueError, match="needs the feature size"):
         Featurizer(2, standardize=True)
+
+
+def test_whiten_decorrelates_and_speeds_up_gradient_descent():
+    """ZCA whitening of the standardised features: identity covariance for correlated but
+    well-conditioned features, and on near-collinear ones (the label along a weak
+    direction) a full-batch Adam probe at its optimum in 300 steps, where without whitening
+    it is still far from it (it needs about 3000)."""
+    from speechssl.featurizer import layer_statistics
+
+    torch.manual_seed(0)
+    n, d = 400, 6
+    base, noise = torch.randn(n, 2), torch.randn(n, d)
+    x = base @ torch.randn(2, d) + 0.03 * noise  # six dimensions, two strong directions
+    y = (noise[:, 0] + 0.5 * torch.randn(n) > 0).long()
+    layers = x[None, :, None, :]  # (L=1, B=n, T=1, D): pooled units
+    lengths = torch.ones(n, dtype=torch.long)
+
+    class Source:
+        def batches(self, index_batches):
+            for idx in index_batches:
+                yield idx, idx
+
+        def __call__(self, idx):
+            return layers[:, idx], lengths[idx]
+
+    mean, std, cov = layer_statistics(Source(), [list(range(0, 200)), list(range(200, n))],
+                                      covariance=True)
+    assert torch.allclose(cov[0], torch.cov(x.T, correction=0), atol=1e-5)
+
+    def featurizer(whiten, stats):
+        f = Featurizer(1, d, standardize=True, whiten=whiten)
+        f.set_statistics(*stats)
+        return f
+
+    full = torch.randn(n, d) @ (torch.eye(d) + 0.5)  # equicorrelated: condition number 16
+    check = featurizer(True, (full.mean(0)[None], full.std(0, unbiased=False)[None],
+                              torch.cov(full.T, correction=0)[None]))
+    z = check(full[None, :, None, :], lengths)[:, 0]
+    assert torch.allclose(torch.cov(z.T, correction=0), torch.eye(d), atol=0.06)
+
+    def final_loss(f, steps):
+        torch.manual_seed(0)
+        head = torch.nn.Linear(d, 2)
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        feats = f(layers, lengths)[:, 0].detach()
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(head(feats), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    white, plain = featurizer(True, (mean, std, cov)), featurizer(False, (mean, std))
+    optimum = final_loss(white, 2000)
+    assert final_loss(white, 300) < optimum + 1e-3
+    assert final_loss(plain, 300) > optimum + 0.05
+    g = Featurizer(1, d, standardize=True, whiten=True)  # the whitener travels with the weights
+    g.load_state_dict(white.state_dict())
+    assert torch.equal(g(layers, lengths), white(layers, lengths))
+    with pytest.raises(ConfigError, match="needs standardize=true"):
+        Featurizer(1, d, whiten=True)
