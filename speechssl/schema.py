@@ -223,7 +223,8 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "downstream.optim.weight_decay": Num(0),
     "downstream.optim.max_steps": Int(1),
     "downstream.optim.eval_every": Int(1, note="steps between dev evaluations"),
-    "downstream.optim.patience": Int(1, note="dev evaluations without improvement"),
+    "downstream.optim.patience": Int(1, note="dev evaluations without a gain of more than "
+                                     "0.5 % (relative) before the run stops"),
     "downstream.optim.lr_decay": Num(above=0, high=1,
                                      note="the factor on the learning rate at a dev plateau; "
                                      "1.0 = constant"),

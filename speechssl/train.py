@@ -285,9 +285,11 @@ def train_probe(cfg: DictConfig, cell: Cell,
         print(f"[train] tuning={tuning.mode_of(cfg)}: training {n_up:,} of {n_all:,} upstream "
               f"parameters ({100 * n_up / max(n_all, 1):.2f}%) + "
               f"{count_params(model) - n_up:,} featurizer and probe parameters")
-    state = loop.resume(run_dir, model, opt, {"best": None, "best_dev": None, "bad_evals": 0,
-                                              "history": [], "loss_sum": 0.0, "loss_n": 0},
-                        "train")
+    # best: the dev-best value (its weights are kept); anchor: the value of the last gain
+    # beyond noise (convergence.significant), which patience counts from
+    fresh = {"best": None, "best_dev": None, "anchor": None, "bad_evals": 0, "history": [],
+             "loss_sum": 0.0, "loss_n": 0}
+    state = loop.resume(run_dir, model, opt, fresh, "train")
     dist.seed_rank(cfg.seed, state["step"])
     train = sources["train"]
     step_model = dist.wrap_ddp(ProbeLoss(model, task, train))
@@ -331,9 +333,13 @@ def train_probe(cfg: DictConfig, cell: Cell,
                 state["history"].append([state["step"], dev[task.metric]])
                 for k, v in dev.items():
                     writer.add_scalar(f"dev/{k}", v, state["step"])
-                if better(dev[task.metric], state["best"], task.higher_is_better):
-                    state.update(best=dev[task.metric], best_dev=dev, bad_evals=0)
+                value = dev[task.metric]
+                if better(value, state["best"], task.higher_is_better):
+                    state.update(best=value, best_dev=dev)
                     save_weights(run_dir / "best.safetensors", model)
+                # patience counts evaluations without a gain beyond noise on the last real one
+                if convergence.significant(value, state["anchor"], task.higher_is_better):
+                    state.update(anchor=value, bad_evals=0)
                 else:
                     state["bad_evals"] += 1
                     decay_on_plateau(opt, state["bad_evals"], oc)

@@ -99,7 +99,8 @@ def test_interrupted_cell_resumes_to_the_same_result(make_cfg, tmp_path, monkeyp
     import speechssl.train as train_mod
 
     args = ["upstream=fbank", "downstream=ks", "downstream.optim.max_steps=60",
-            "downstream.optim.eval_every=20", "downstream.optim.patience=10"]
+            "downstream.optim.eval_every=20", "downstream.optim.patience=10",
+            "downstream.optim.lr_decay=0.5", "downstream.optim.decay_patience=1"]
     reference = train_cell(make_cfg(*args, f"out_dir={tmp_path / 'a'}"))
 
     real_evaluate, calls = train_mod.evaluate, []
@@ -120,6 +121,39 @@ def test_interrupted_cell_resumes_to_the_same_result(make_cfg, tmp_path, monkeyp
     assert "resuming" in capsys.readouterr().out
     assert resumed["test_value"] == reference["test_value"]
     assert resumed["metrics_json"] == reference["metrics_json"]
+
+
+def test_patience_counts_gains_beyond_noise_and_the_rate_decays(make_cfg, monkeypatch):
+    """A dev metric creeping up by less than 0.5 % (relative) in all stops the run after
+    ``patience`` evaluations, and every
+    ``decay_patience`` of them multiplies the learning rate by ``lr_decay``."""
+    import speechssl.train as train_mod
+
+    dev = iter([50.0, 50.05, 50.1, 50.15, 80.0])  # 0.1 % steps; the jump would come too late
+    rates = []
+
+    def scripted(model, task, split, *a, **k):
+        if split != "dev":
+            return real_evaluate(model, task, split, *a, **k)
+        return {task.metric: next(dev)}
+
+    real_evaluate, real_decay = train_mod.evaluate, train_mod.decay_on_plateau
+
+    def recorded_decay(opt, bad_evals, oc):
+        real_decay(opt, bad_evals, oc)
+        rates.append(opt.param_groups[0]["lr"])
+
+    monkeypatch.setattr(train_mod, "evaluate", scripted)
+    monkeypatch.setattr(train_mod, "decay_on_plateau", recorded_decay)
+    row = train_cell(make_cfg(
+        "upstream=fbank", "downstream=ks", "downstream.optim.lr=0.01",
+        "downstream.optim.max_steps=200", "downstream.optim.eval_every=10",
+        "downstream.optim.patience=3", "downstream.optim.lr_decay=0.5",
+        "downstream.optim.decay_patience=2"))
+    history = json.loads(row["metrics_json"])["history"]
+    assert [v for _, v in history] == [50.0, 50.05, 50.1, 50.15]  # stopped at the fourth
+    assert row["converged"] == 1
+    assert rates == [0.01, 0.005, 0.005]  # halved at the second evaluation without a gain
 
 
 def test_evaluate_mode_rescores_the_kept_probe(make_cfg):

@@ -1,7 +1,7 @@
 """speechssl/convergence.py: a probe converged when early stopping ended it, or when its
 last fifth of training did not beat the best before it by more than 0.5 % (relative)."""
 
-from speechssl.convergence import converged, still_improving
+from speechssl.convergence import converged, significant, still_improving
 
 
 def test_still_improving_over_the_last_fifth():
@@ -53,3 +53,11 @@ def test_decay_on_plateau_halves_the_rate_every_decay_patience_bad_evaluations()
     restored = torch.optim.AdamW([{"params": [p], "lr": 1e-2}, {"params": [], "lr": 1e-4}])
     restored.load_state_dict(opt.state_dict())
     assert [g["lr"] for g in restored.param_groups] == [2.5e-3, 2.5e-5]
+
+
+def test_significant_gains_are_beyond_half_a_percent():
+    assert significant(95.0, None, True)  # the first evaluation
+    assert significant(95.6, 95.0, True) and not significant(95.4, 95.0, True)  # 0.475 = 0.5 %
+    assert not significant(23.1, 23.2, False) and not significant(23.0, 23.2, True)  # 0.1 < 0.116
+    assert significant(22.0, 23.2, False)  # a WER 1.2 points lower
+    assert significant(0.5, 0.0, True) and not significant(0.0, 0.0, True)
