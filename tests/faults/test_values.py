@@ -58,7 +58,10 @@ CASES = {
                   "downstream.optim.max_steps=0: must be an integer >= 1"),
     "patience": (["downstream.optim.patience=0"],
                  "downstream.optim.patience=0: must be an integer >= 1 (dev evaluations without "
-                 "improvement)"),
+                 "a gain of more than 0.5 % (relative) before the run stops)"),
+    "lr-decay": (["downstream.optim.lr_decay=1.5"],
+                 "downstream.optim.lr_decay=1.5: must be a number in (0, 1] (the factor on "
+                 "the learning rate at a dev plateau; 1.0 = constant)"),
     "batch-seconds": (["downstream.optim.batch_seconds=0"],
                       "downstream.optim.batch_seconds=0: must be a number > 0 (padded seconds "
                       "of audio per probe batch)"),
