@@ -4,8 +4,9 @@ whose probe was still improving.
 
 A run converged when early stopping ended it (its dev metric gained no more than 0.5 %
 (relative) for ``patience`` evaluations: :func:`significant`), or when the best value of its
-last fifth of training is no better than the best before that by more than 0.5 %. A task with no dev metric
-(ASV with ``dev_speakers=0``) is judged on its training loss instead, the same way."""
+last fifth of training is no better than the best before that by more than 0.5 %. A task
+with no dev metric (ASV with ``dev_speakers=0``) is judged on its training loss instead, the
+same way."""
 
 from __future__ import annotations
 
