@@ -93,6 +93,30 @@ def runs_curves_png(runs: dict[str, dict], metric: str, title: str) -> bytes:
     return _png(fig)
 
 
+def pretrain_curves_png(train: tuple[list[int], list[float]], curve: list[dict],
+                        title: str) -> bytes:
+    """A pre-training run's learning curve: the training loss (left), the pretext dev loss
+    (middle), and its dev accuracies with the phone PNMI of the best layer's units (right,
+    on [0, 1]). ``curve``: points {"step", "dev_loss", "dev_<metric>", "phone_pnmi", ...}."""
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(11, 2.8))
+    _train_loss(a, *train)
+    steps = [p["step"] for p in curve]
+    b.plot(steps, [p.get("dev_loss", float("nan")) for p in curve], marker="o", ms=3)
+    b.set_xlabel("step")
+    b.set_ylabel("dev pretext loss")
+    keys = sorted({k for p in curve for k in p if "accuracy" in k or k == "phone_pnmi"})
+    for key in keys:
+        c.plot(steps, [p.get(key, float("nan")) for p in curve], marker="o", ms=3,
+               label=key.removeprefix("dev_"))
+    c.set_ylim(0, 1)
+    c.set_xlabel("step")
+    c.set_ylabel("dev")
+    if keys:
+        c.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
 def score_bars_png(scores: dict[str, float], title: str) -> bytes:
     """Bar chart of the SUPERB score per upstream (0 = fbank baseline, 1000 = topline)."""
     if not scores:

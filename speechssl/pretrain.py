@@ -1,6 +1,8 @@
 """Self-supervised pre-training: the step loop (speechssl/loop.py) with the upstream's own
 loss in place of a probe, an lr schedule, logging, checkpoints that resume, and the dev
-split scored on every scalar the loss reports. Runs on one process or under torchrun with
+split scored on every scalar the loss reports, and a learning curve (``pretrain.dev_every``):
+the pretext metrics and the phone PNMI of each layer's k-means units on dev items, drawn to
+``curve.png``. Runs on one process or under torchrun with
 DistributedDataParallel (docs/distributed.md). Where a cell's upstream weights come from
 (a checkpoint, this run, or a new one) is speechssl/upstream/load.py."""
 
@@ -11,6 +13,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
@@ -51,18 +54,31 @@ def lr_at(step: int, pc: DictConfig) -> float:
     raise ConfigError(f"upstream.pretrain.decay={pc.decay!r}; valid: constant, linear, cosine")
 
 
-def pretrain_data(model: Upstream, corpus: Corpus, split: str, pc: DictConfig):
-    """(dataset, collate, per-item sizes, batch budget) of the pre-training ``split``. Audio:
-    the ``pretrain`` subset, sizes in seconds, ``pc.batch_seconds``; text upstreams: their
-    ``text-pretrain`` subset, sizes in (estimated) tokens, ``pc.batch_tokens``."""
+def split_items(model: Upstream, corpus: Corpus, split: str, limit: int = 0) -> list[dict]:
+    """The pre-training ``split``'s items (audio: the ``pretrain`` subset; text upstreams:
+    their ``text-pretrain`` subset); ``limit`` > 0 keeps that many, evenly spaced."""
     if is_text(model):
-        from speechssl.text.data import approx_tokens, text_items
+        from speechssl.text.data import text_items
 
         items = text_items(corpus, model.pretrain_subset, split)
+    else:
+        items = corpus.items("pretrain", split)
+    if 0 < limit < len(items):
+        items = [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+    return items
+
+
+def pretrain_data(model: Upstream, corpus: Corpus, split: str, pc: DictConfig, limit: int = 0):
+    """(dataset, collate, per-item sizes, batch budget) of the pre-training ``split`` (see
+    :func:`split_items`). Audio: sizes in seconds, ``pc.batch_seconds``; text upstreams:
+    sizes in (estimated) tokens, ``pc.batch_tokens``."""
+    items = split_items(model, corpus, split, limit)
+    if is_text(model):
+        from speechssl.text.data import approx_tokens
+
         # ids looked up at each access: a text upstream trains its tokenizer in ``prepare``
         dataset, collate = input_dataset(model, items, encode=model.encode_ids)
         return dataset, collate, [approx_tokens(it) for it in items], pc.batch_tokens
-    items = corpus.items("pretrain", split)
     dataset, collate = input_dataset(model, items)
     return dataset, collate, [it["duration"] for it in items], pc.batch_seconds
 
@@ -92,11 +108,12 @@ def reduce_logs(out: dict, weight: float) -> dict[str, float]:
 
 
 @torch.no_grad()
-def dev_metrics(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> dict[str, float]:
+def dev_metrics(model: Upstream, corpus: Corpus, device, pc: DictConfig,
+                limit: int = 0) -> dict[str, float]:
     """Every scalar the pretext loss reports (loss, accuracy, perplexity, ...) on the dev
-    split, each averaged over items."""
+    split (``limit`` > 0: that many items, evenly spaced), each averaged over items."""
     model.eval()
-    dataset, collate, sizes, budget = pretrain_data(model, corpus, "dev", pc)
+    dataset, collate, sizes, budget = pretrain_data(model, corpus, "dev", pc, limit)
     totals: dict[str, float] = {}
     n = 0
     for batch in loader(dataset, collate, list(LengthBucketSampler(sizes, budget, shuffle=False))):
@@ -107,6 +124,61 @@ def dev_metrics(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> dict
         n += len(batch["items"])
     model.train()
     return {key: total / max(n, 1) for key, total in totals.items()}
+
+
+PNMI_CLUSTERS = 100  # k-means units per layer for the curve's PNMI (HuBERT iteration 1's count)
+PNMI_FRAMES = 20000  # frames the k-means is fitted on (all frames are labelled)
+
+
+@torch.no_grad()
+def phone_pnmi(model: Upstream, items: list[dict], device) -> dict[str, float]:
+    """How much phone information each hidden layer's k-means units carry (HuBERT, Hsu et
+    al., 2021, section IV-F): k-means with :data:`PNMI_CLUSTERS` units on each layer's
+    frames of ``items``, then PNMI (I(phone; unit) / H(phone)) against the items' phone
+    alignments. Returns ``phone_pnmi`` (the best layer's) and ``phone_pnmi_layer``; {} when
+    no item is aligned (real corpora without alignments, text)."""
+    from speechssl.data.audio import load_audio
+    from speechssl.nn.kmeans import assign, cluster_quality, fit_kmeans, phone_frames
+
+    items = [it for it in items if "alignment" in it]
+    if is_text(model) or not items:
+        return {}
+    was_training = model.training
+    model.eval()
+    layers: list[list[np.ndarray]] = []
+    labels = []
+    for it in items:
+        wav = load_audio(it["path"], model.sample_rate).to(device)
+        out = model(wav.unsqueeze(0), torch.tensor([wav.numel()], device=device))
+        n = int(out.lengths[0])
+        if not layers:
+            layers = [[] for _ in out.hidden_states]
+        for store, h in zip(layers, out.hidden_states, strict=True):
+            store.append(h[0, :n].float().cpu().numpy())
+        labels.append(phone_frames(it["alignment"], n, hop=model.downsample_rate,
+                                   sample_rate=model.sample_rate))
+    model.train(was_training)
+    phones = np.concatenate(labels)
+    pnmi = []
+    for store in layers:
+        frames = np.concatenate(store)
+        centroids = fit_kmeans(frames, PNMI_CLUSTERS, seed=0, max_frames=PNMI_FRAMES, n_init=1)
+        units = assign(torch.from_numpy(frames), torch.from_numpy(centroids)).numpy()
+        pnmi.append(cluster_quality(phones, units)["pnmi"])
+    best = int(np.argmax(pnmi))
+    return {"phone_pnmi": float(pnmi[best]), "phone_pnmi_layer": float(best)}
+
+
+def curve_point(model: Upstream, corpus: Corpus, device, pc: DictConfig) -> dict[str, float]:
+    """One point of the learning curve: the pretext metrics and the phone PNMI
+    (:func:`phone_pnmi`) on ``pc.curve_items`` dev items (0 or unset: all). The random state is put back
+    afterwards, so a run with a curve reaches the same weights as one without."""
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        limit = int(pc.get("curve_items") or 0)
+        point = {f"dev_{k}": v for k, v in dev_metrics(model, corpus, device, pc, limit).items()}
+        point.update(phone_pnmi(model, split_items(model, corpus, "dev", limit), device))
+    return point
 
 
 def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
@@ -148,7 +220,10 @@ def _pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device, run: Path) 
     dataset, collate, sizes, budget = pretrain_data(model, corpus, "train", pc)
     sampler = LengthBucketSampler(sizes, budget, shuffle=True, seed=cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
-    state = loop.resume(run, model, opt, {"seconds": 0.0}, "pretrain")
+    # seconds: wall time so far; curve: the learning curve's points, curve_seconds their cost
+    state = loop.resume(run, model, opt, {"seconds": 0.0, "curve": [], "curve_seconds": 0.0},
+                        "pretrain")
+    dev_every = int(pc.get("dev_every") or 0)
     check_not_longer(run, state["step"], pc.steps)
     if main:
         (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg.upstream, resolve=True))
@@ -162,6 +237,19 @@ def _pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device, run: Path) 
     bar = tqdm(total=pc.steps, initial=state["step"], desc=f"pretrain {cfg.upstream.name}",
                disable=not (cfg.progress and main))
     last_loss = float("nan")
+
+    def add_curve_point() -> None:  # rank 0
+        began = time.time()
+        point = curve_point(model, corpus, device, pc)
+        state["curve"].append({"step": state["step"], **point})
+        for key, value in point.items():
+            writer.add_scalar(f"pretrain/curve_{key}", value, state["step"])
+        state["curve_seconds"] += time.time() - began
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in point.items())
+        bar.write(f"[pretrain] step {state['step']}: {shown}")
+
+    if main and dev_every and not state["curve"]:  # the starting point: chance level
+        add_curve_point()
 
     def load(global_batches):  # this rank's share of each global batch, read by workers
         mine = loop.shares(global_batches, sizes)
@@ -192,6 +280,8 @@ def _pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device, run: Path) 
                 writer.add_scalar(f"pretrain/{k}", v, state["step"])
             writer.add_scalar("pretrain/lr", lr, state["step"])
             writer.add_scalar("pretrain/grad_norm", float(grad_norm), state["step"])
+        if main and dev_every and (state["step"] % dev_every == 0 or state["step"] >= pc.steps):
+            add_curve_point()
         if main and (state["step"] % pc.save_every == 0 or state["step"] >= pc.steps):
             state["seconds"] = time.time() - start
             save_training_state(run / "last", model, opt, state)
@@ -213,7 +303,15 @@ def _pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device, run: Path) 
     summary = {"upstream": cfg.upstream.name, "corpus": corpus.name, "steps": state["step"],
                "train_loss": last_loss, "dev_loss": loss_dev, "dev": dev,
                "params": count_params(model, trainable_only=True),
-               "wall_time_s": round(time.time() - start, 1), "weights": str(final)}
+               "wall_time_s": round(time.time() - start - state["curve_seconds"], 1),
+               "curve_s": round(state["curve_seconds"], 1), "curve": state["curve"],
+               "weights": str(final)}
+    if state["curve"]:
+        from speechssl.plots import pretrain_curves_png, read_tb_scalars
+
+        loss = read_tb_scalars(run / "tb").get("pretrain/loss", ([], []))
+        (run / "curve.png").write_bytes(pretrain_curves_png(
+            loss, state["curve"], f"{cfg.upstream.name} pre-training on {corpus.name}"))
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=1))
     accuracies = "".join(f"dev {k} {v:.4f}, " for k, v in dev.items() if "accuracy" in k)
     print(f"[pretrain] {cfg.upstream.name} on {corpus.name}: {state['step']} steps, "

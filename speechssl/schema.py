@@ -254,6 +254,9 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "upstream.pretrain.grad_clip": Num(above=0, note="the gradient-norm clip"),
     "upstream.pretrain.log_every": Int(1),
     "upstream.pretrain.save_every": Int(1),
+    "upstream.pretrain.dev_every": Int(0, note="steps between learning-curve points (pretext "
+                                       "dev metrics and phone PNMI); 0 = none"),
+    "upstream.pretrain.curve_items": Int(0, note="dev utterances each curve point scores; 0 = all"),
     # recipes/corpus/*.yaml
     "corpus.size": Choice(_synth_sizes, "sizes"),
     "corpus.seed": Int(0),

@@ -67,3 +67,33 @@ def test_a_cell_asking_for_more_steps_pre_trains_on_and_fewer_is_an_error(
         load_upstream(short, tiny_corpus, cpu)
     with pytest.raises(ConfigError, match="pre-trained for 3 steps, more than"):
         pretrain(short, tiny_corpus, cpu)
+
+
+def test_learning_curve_points_leave_the_weights_unchanged(make_cfg, tiny_corpus: Corpus,
+                                                           tmp_path):
+    """pretrain.dev_every: a point at step 0 and every dev_every steps (pretext dev metrics
+    on curve_items dev utterances, phone PNMI of the best layer's k-means units), kept in
+    summary.json and drawn to curve.png; the run's weights equal those of a run without
+    (Mockingjay: its dev loss draws random masks, which must not shift the training's)."""
+    cpu = torch.device("cpu")
+    small = ["upstream=mockingjay", "upstream.hidden_size=32", "upstream.num_heads=2",
+             "upstream.ff_size=64", "upstream.num_layers=2", *SMALL[2:]]
+    plain = make_cfg(*small, "upstream.pretrain.steps=4", f"out_dir={tmp_path / 'a'}")
+    curved = make_cfg(*small, "upstream.pretrain.steps=4", "upstream.pretrain.dev_every=2",
+                      "upstream.pretrain.curve_items=6", f"out_dir={tmp_path / 'b'}")
+    weights_plain = load_file(pretrain(plain, tiny_corpus, cpu))
+    weights_curved = load_file(pretrain(curved, tiny_corpus, cpu))
+    for k in weights_plain:
+        assert torch.equal(weights_plain[k], weights_curved[k]), k
+
+    run = pretrain_dir(curved, tiny_corpus)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [p["step"] for p in summary["curve"]] == [0, 2, 4]
+    for point in summary["curve"]:
+        assert point["dev_loss"] > 0
+        assert 0.0 < point["phone_pnmi"] <= 1.0  # the tiny corpus's items are phone-aligned
+        assert 0 <= point["phone_pnmi_layer"] <= 2  # the input and 2 layers
+    assert summary["curve_s"] > 0
+    assert (run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "curve" in json.loads((pretrain_dir(plain, tiny_corpus) / "summary.json")
+                                 .read_text())  # empty: no points asked for

@@ -21,7 +21,7 @@ RESERVED = ("name", "ckpt", "pretrain")  # upstream config keys that are not mod
 
 # pre-training options that do not change the weights (``steps``: a longer budget continues
 # the same run, from its last checkpoint)
-NOT_A_RECIPE = ("steps", "log_every", "save_every")
+NOT_A_RECIPE = ("steps", "log_every", "save_every", "dev_every", "curve_items")
 
 
 def upstream_options(cfg_up: DictConfig) -> dict:
