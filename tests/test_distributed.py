@@ -183,8 +183,8 @@ SMALL_TRANSFORMER = ["upstream.hidden_size=32", "upstream.num_layers=1", "upstre
                      "upstream.ff_size=64", "upstream.conv_dim=32", "upstream.conv_pos_kernel=16",
                      "upstream.conv_pos_groups=4", "upstream.pretrain.batch_seconds=10",
                      "upstream.pretrain.steps=3"]
-HOOKED = {"hubert": ["upstream.num_clusters=8", "upstream.kmeans_n_init=1",
-                     "upstream.final_dim=16"],
+HOOKED = {"hubert": ["upstream.frontend=fbank", "upstream.num_clusters=8",  # + GlobalCMVN
+                     "upstream.kmeans_n_init=1", "upstream.final_dim=16"],
           "data2vec": ["upstream.top_k=1"]}
 
 

@@ -133,12 +133,13 @@ def test_config_checks_format_and_upstream(make_cfg):
 
 
 def test_run_py_export_format_hf(tmp_path, make_cfg, monkeypatch, capsys):
-    """``python run.py mode=export format=hf upstream=hubert upstream.ckpt=...`` (in process)."""
+    """``python run.py mode=export format=hf upstream=hubert upstream.frontend=conv upstream.ckpt=...``
+    (in process)."""
     up = tiny("hubert")
     ckpt = tmp_path / "hubert.safetensors"
     save_weights(ckpt, up)
     opts = [f"upstream.{k}={json.dumps(v).replace(' ', '')}" for k, v in
-            {**TINY, **CASES["hubert"][1]}.items()]
+            {**TINY, **CASES["hubert"][1], "frontend": "conv"}.items()]
     cfg = make_cfg("upstream=hubert", *opts)  # for its data_dir and out_dir
     monkeypatch.setattr(sys, "argv", [str(ROOT / "run.py"), "mode=export", "format=hf",
                                       "upstream=hubert", *opts, f"upstream.ckpt={ckpt}",

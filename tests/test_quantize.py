@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from speechssl.nn import quantize
@@ -82,3 +83,18 @@ def test_gumbel_quantizer_differentiable_and_perplexity():
     (out["quantized"].sum() + out["prob_perplexity"]).backward()
     assert x.grad.abs().sum() > 0 and gq.codebook.grad.abs().sum() > 0
     assert int(gq.step) == 1 and gq.temperature < gq.temp_start
+
+
+def test_gumbel_quantizer_deep_projection_and_shared_codebook():
+    """vq-wav2vec's fairseq recipe: a hidden layer before the logits (--vq-depth 2) and one
+    codebook for all groups (--combine-groups): every group's entry comes from that book."""
+    torch.manual_seed(0)
+    gq = quantize.GumbelQuantizer(6, num_codes=5, code_dim=8, groups=2, proj_depth=2,
+                                  shared=True).eval()
+    assert gq.codebook.shape == (1, 5, 4) and len(gq.hidden) == 2
+    assert gq.hidden[0].out_features == 12 and gq.logits.in_features == 12
+    out = gq(torch.randn(3, 7, 6))
+    q = out["quantized"].view(3, 7, 2, 4)
+    torch.testing.assert_close(q, gq.codebook[0][out["codes"]])
+    with pytest.raises(ValueError, match="proj_depth"):
+        quantize.GumbelQuantizer(6, num_codes=5, code_dim=8, proj_depth=0)

@@ -4,6 +4,7 @@ CMVN, and the stacked log-mel feature encoder of the masked-prediction models' C
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
@@ -89,7 +90,8 @@ class GlobalCMVN(nn.Module):
     global CMVN); the features are normalised with the statistics so far. The sums are
     buffers, so they travel with the checkpoint. Unlike utterance CMVN it keeps what is
     constant within an utterance (spectral tilt, level), which a mean-pooled probe reads.
-    Before any training (count 0) it is the identity."""
+    Before any training (count 0) it is the identity. Under torch.distributed the batch sums
+    of all ranks are added (one all-reduce), so every rank holds the same statistics."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -101,9 +103,14 @@ class GlobalCMVN(nn.Module):
         valid = valid_mask(lengths, feats.shape[1])
         if self.training:
             frames = feats[valid].double()
-            self.count += frames.shape[0]
-            self.total += frames.sum(0)
-            self.total_sq += (frames**2).sum(0)
+            sums = torch.cat([frames.new_tensor([frames.shape[0]]), frames.sum(0),
+                              (frames**2).sum(0)])
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(sums)
+            dim = self.total.shape[0]
+            self.count += sums[0]
+            self.total += sums[1:1 + dim]
+            self.total_sq += sums[1 + dim:]
         if self.count == 0:
             return feats
         mean = self.total / self.count

@@ -29,21 +29,33 @@ class GumbelQuantizer(nn.Module):
     training calls and saved with the weights. ``init_std``: if given, the logit projection
     starts as N(0, init_std^2) weights and zero bias (fairseq's wav2vec 2.0 uses 1, so the hard
     choices are nearly deterministic from the start); None keeps PyTorch's default init.
+    ``proj_depth`` > 1 puts proj_depth - 1 hidden layers (GELU, ``proj_factor`` x in_dim wide)
+    before the logit layer, as fairseq's vq-wav2vec recipe (--vq-depth 2); ``shared``: one
+    codebook for all groups (its --combine-groups).
     """
 
     def __init__(self, in_dim: int, num_codes: int, code_dim: int, groups: int = 1,
                  temperature: tuple[float, float, float] = (2.0, 0.5, 0.999995),
-                 init_std: float | None = None):
+                 init_std: float | None = None, proj_depth: int = 1, proj_factor: int = 2,
+                 shared: bool = False):
         super().__init__()
         if code_dim % groups:
             raise ValueError(f"code_dim {code_dim} is not divisible by {groups} groups")
+        if proj_depth < 1:
+            raise ValueError(f"proj_depth {proj_depth} < 1")
         self.num_codes, self.groups = num_codes, groups
         self.temp_start, self.temp_end, self.temp_decay = (float(t) for t in temperature)
-        self.logits = nn.Linear(in_dim, groups * num_codes)
+        hidden, width = [], in_dim
+        for _ in range(proj_depth - 1):
+            hidden += [nn.Linear(width, in_dim * proj_factor), nn.GELU()]
+            width = in_dim * proj_factor
+        self.hidden = nn.Sequential(*hidden)
+        self.logits = nn.Linear(width, groups * num_codes)
         if init_std is not None:
             nn.init.normal_(self.logits.weight, mean=0.0, std=init_std)
             nn.init.zeros_(self.logits.bias)
-        self.codebook = nn.Parameter(torch.randn(groups, num_codes, code_dim // groups))
+        self.codebook = nn.Parameter(torch.randn(1 if shared else groups, num_codes,
+                                                 code_dim // groups))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @property
@@ -54,16 +66,17 @@ class GumbelQuantizer(nn.Module):
         """x: (B, T, in_dim); mask: (B, T) valid. Returns quantized (B, T, code_dim), codes
         (B, T, G), prob_perplexity (soft, differentiable) and code_perplexity (hard)."""
         B, T, _ = x.shape
-        logits = self.logits(x).view(B, T, self.groups, self.num_codes)
+        logits = self.logits(self.hidden(x)).view(B, T, self.groups, self.num_codes)
+        book = self.codebook.expand(self.groups, -1, -1)  # a view when shared
         if self.training:  # one-hot matmul: the straight-through gradient reaches the logits
             onehot = F.gumbel_softmax(logits.float(), tau=self.temperature, hard=True).to(x.dtype)
             codes = onehot.argmax(-1)
             self.step += 1
-            quantized = torch.einsum("btgv,gvd->btgd", onehot, self.codebook)
+            quantized = torch.einsum("btgv,gvd->btgd", onehot, book)
         else:  # the argmax entries, looked up (no one-hot matmul)
             codes = logits.argmax(-1)
             group = torch.arange(self.groups, device=x.device)
-            quantized = self.codebook[group, codes].to(x.dtype)  # (B, T, G, code_dim / G)
+            quantized = book[group, codes].to(x.dtype)  # (B, T, G, code_dim / G)
         quantized = quantized.reshape(B, T, -1)
         soft = logits.float().softmax(-1)
         return {"quantized": quantized, "codes": codes,

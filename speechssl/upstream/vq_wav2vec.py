@@ -4,7 +4,9 @@ Discrete Speech Representations".
 wav2vec (conv encoder, causal conv context, binary contrastive loss over K = 8 steps with
 10 distractors from the same sequence) with a quantizer between encoder and context: the
 dense z (512) is replaced by ẑ, G = 2 groups of V = 320 entries each, chosen either by
-Gumbel-softmax (hard one-hot forward, temperature annealed from 2 to 0.5) or by online
+Gumbel-softmax (hard one-hot forward, temperature annealed from 2 to 0.5; logits from a
+two-layer projection and one codebook shared by the groups, as fairseq's recipe: --vq-depth 2
+--combine-groups; ``vq_depth=1`` is a single N(0, 1) layer, as wav2vec 2.0) or by online
 k-means (nearest entry of a per-group-normalised z, straight-through, loss ||sg(z) - ẑ||^2 + gamma ||z - sg(ẑ)||^2,
 gamma = 0.25). The context network reads ẑ and the loss predicts future ẑ. ``codes``
 gives the discrete ids (B, T, G).
@@ -43,6 +45,7 @@ class VQWav2Vec(Upstream):
                  context_kernel: int = 3, n_predict: int = 8, num_negatives: int = 10,
                  vq_type: str = "gumbel", groups: int = 2, num_codes: int = 320,
                  gamma: float = 0.25, temperature: list[float] = (2.0, 0.5, 0.999995),
+                 vq_depth: int = 2, combine_groups: bool = True,
                  log_compression: bool = False, skip: bool = False, dropout: float = 0.0):
         super().__init__()
         if vq_type not in VQ_TYPES:
@@ -56,7 +59,8 @@ class VQWav2Vec(Upstream):
         self.vq_type = vq_type
         if vq_type == "gumbel":
             self.quantizer = GumbelQuantizer(hidden_size, num_codes, hidden_size, groups,
-                                             tuple(temperature), init_std=1.0)
+                                             tuple(temperature), init_std=1.0 if vq_depth == 1 else None,
+                                             proj_depth=vq_depth, shared=combine_groups)
             self.pre_vq = self.pre_vq_norm = None
         else:
             self.quantizer = GroupedKMeansQuantizer(hidden_size, num_codes, groups, gamma)
