@@ -152,7 +152,7 @@ def test_pretrain_mode_runs_wav2vec2(make_cfg, tiny_corpus):
     cfg = make_cfg("upstream=wav2vec2", *opts, "upstream.pretrain.steps=2",
                    "upstream.pretrain.batch_seconds=15")
     path = pretrain(cfg, tiny_corpus, torch.device("cpu"))
-    up = build_upstream("wav2vec2", **TINY["wav2vec2"])
+    up = build_upstream("wav2vec2", **TINY["wav2vec2"], frontend=cfg.upstream.frontend)
     assert load_weights(path, up)["steps"] == "2"
     # the dev split is scored on every scalar of the pretext loss, not the loss alone
     dev = json.loads((path.parent / "summary.json").read_text())["dev"]
