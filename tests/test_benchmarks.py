@@ -150,3 +150,32 @@ def test_linear_reference_classification_matches_sklearn():
     best = L.classification(Task(), splits, pooled, [0.01, 1.0], max_iter=1000)
     assert best["test"] == 100.0 and best["dev"] == 100.0 and best["converged"]
     assert best["layer"] == 0
+
+
+def test_ssl_rank_scores_and_spearman_by_hand(tmp_path):
+    """benchmarks/ssl_rank.py on a store of four upstreams x two tasks: our score on the
+    synthesized corpus's scale (fbank 0, perfect 1000), the published one on SUPERB's, and
+    Spearman over the models in both, all worked by hand."""
+    from speechssl import store
+
+    db = tmp_path / "leaderboard.sqlite"
+    ours = {"fbank": (60.0, 40.0), "apc": (30.0, 70.0), "hubert": (45.0, 85.0),
+            "mine": (0.0, 100.0)}  # (PR PER, KS accuracy); 'mine' has no published values
+    for up, (per, acc) in ours.items():
+        for task, metric, value, hib in (("pr", "per", per, 0), ("ks", "accuracy", acc, 1)):
+            store.record(db, {"run_id": f"{up}-{task}", "upstream": up, "task": task,
+                              "corpus": "synth-default-seed0", "metric": metric,
+                              "higher_is_better": hib, "dev_value": value, "test_value": value,
+                              "seed": 0, "config_yaml": ""})
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "ssl_rank.py"), "--store", str(db),
+                           "--tasks", "pr", "ks"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    # ours: apc (500 + 500) / 2 = 500; hubert (250 + 750) / 2 = 500; mine 1000
+    # published: apc PR 1000 (82.01 - 41.98) / (82.01 - 3.53) = 510.07, KS 1000 (91.01 -
+    # 41.38) / (96.66 - 41.38) = 897.79 -> 704; hubert (976.04 + 993.49) / 2 = 985
+    assert "| mine | 0.00 | 100.00 | 1000 | - |" in out, out
+    assert "| apc | 30.00 | 70.00 | 500 | 704 |" in out, out
+    assert "| hubert | 45.00 | 85.00 | 500 | 985 |" in out, out
+    # ranks over fbank, apc, hubert: ours (1, 2.5, 2.5), published (1, 2, 3): rho = 0.866
+    assert "Spearman rank correlation over 3 models (apc, fbank, hubert): 0.866" in out, out
