@@ -51,8 +51,8 @@ from _common import (  # noqa: E402
 
 DEFAULT_S3PRL_PYTHON = "/tmp/s3prl-venv/bin/python"
 
-BASE_768 = {"conv_dim": 512, "hidden_size": 768, "num_layers": 12, "num_heads": 12,
-            "ff_size": 3072}
+BASE_768 = {"frontend": "conv", "conv_dim": 512, "hidden_size": 768, "num_layers": 12,
+            "num_heads": 12, "ff_size": 3072}
 # name -> (our overrides on the recipe: the paper / s3prl size, s3prl model, note)
 SPECS: dict[str, tuple[dict, str | None, str]] = {
     "apc": ({}, "apc", "3-layer GRU 512, residual (recipe size = paper size)"),
@@ -243,7 +243,8 @@ def build_s3prl(kind: str, tmp: Path) -> torch.nn.Module:
                "conv_aggregator_layers": "[(512, 3, 1)] * 9",
                "skip_connections_agg": False, "log_compression": False, "vq_type": "none"}
         if kind == "vq_wav2vec":
-            cfg.update(vq_type="gumbel", vq_vars=320, vq_groups=2, prediction_steps=8)
+            cfg.update(vq_type="gumbel", vq_vars=320, vq_groups=2, vq_depth=2,
+                       combine_groups=True, prediction_steps=8)
         model = Wav2VecModel(Wav2VecConfig(**cfg))
         return UpstreamExpert(_save({"task_cfg": {"normalize": False}, "model_cfg": cfg,
                                      "model_weight": model.state_dict()}, tmp, kind))
