@@ -12,7 +12,7 @@ import soundfile as sf
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from speechssl.data.corpora.snips import parse_iob
+from speechssl.data.corpora.snips import parse_iob, parse_line
 from speechssl.data.corpus import load_corpus
 from speechssl.errors import AudioError, ConfigError, ManifestError
 
@@ -406,8 +406,24 @@ def test_parse_iob_hand_worked():
     assert all(sentence[s["start"]:s["end"]] == s["value"] for s in slots)
     # a B- right after another slot starts a new one
     assert len(parse_iob(["a", "b"], ["B-x", "B-x"], "x")[1]) == 2
-    with pytest.raises(ManifestError, match="bad IOB tag 'Q-x'"):
+    with pytest.raises(ManifestError, match="bad slot tag 'Q-x'"):
         parse_iob(["a"], ["Q-x"], "x")
+
+
+def test_parse_line_reads_plain_slot_names_as_the_snips_release_writes_them():
+    """Issue 24: the Audio SNIPS label file names slots without B-/I- ('city city'), as s3prl
+    reads it; adjacent words of one type are one slot, an O or another type ends it."""
+    line = ("Brian-snips-test-7 BOS book a table in new york city for two at noon EOS\t"
+            "O O O O O city city city O party_size_number O timeRange BookRestaurant")
+    uid, lab = parse_line(line, "all.iob.snips.txt:8")
+    assert uid == "Brian-snips-test-7" and lab["intent"] == "BookRestaurant"
+    assert [(s["type"], s["value"]) for s in lab["slots"]] == [
+        ("city", "new york city"), ("party_size_number", "two"), ("timeRange", "noon")]
+    assert all(lab["text"][s["start"]:s["end"]] == s["value"] for s in lab["slots"])
+    # the same line in IOB gives the same slots
+    iob = line.replace("city city city", "B-city I-city I-city").replace(
+        "party_size_number", "B-party_size_number").replace("timeRange B", "B-timeRange B")
+    assert parse_line(iob, "x")[1] == lab
 
 
 def snips_tree(root: Path) -> Path:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from speechssl.data.corpora import READERS
@@ -16,13 +17,19 @@ from speechssl.data.corpora.common import (
 from speechssl.errors import ManifestError
 
 SPLITS = {"train": "train", "dev": "valid", "test": "test"}
+PLAIN_SLOT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # SNIPS slot names: city, object_type, ...
 
 
 def parse_iob(words: list[str], tags: list[str], where: str) -> tuple[str, list[dict]]:
-    """Words and their B-/I-/O tags -> (text, slots with character offsets into text).
+    """Words and their tags -> (text, slots with character offsets into text). A tag is
+    ``O``, ``B-<type>`` / ``I-<type>`` (IOB), or a plain ``<type>`` as in the Audio SNIPS
+    release that s3prl reads ("O O from_location O to_location to_location"): a plain tag
+    continues the slot of the word before when that has the same type, else starts one.
 
     >>> parse_iob(["play", "jazz", "now"], ["O", "B-genre", "O"], "x")[1]
     [{'start': 5, 'end': 9, 'type': 'genre', 'value': 'jazz'}]
+    >>> parse_iob(["to", "new", "york"], ["O", "city", "city"], "x")[1]
+    [{'start': 3, 'end': 11, 'type': 'city', 'value': 'new york'}]
     """
     text, slots, offset = " ".join(words), [], 0
     for word, tag in zip(words, tags, strict=True):
@@ -32,7 +39,10 @@ def parse_iob(words: list[str], tags: list[str], where: str) -> tuple[str, list[
             continue
         prefix, _, kind = tag.partition("-")
         if prefix not in ("B", "I") or not kind:
-            raise ManifestError(f"{where}: bad IOB tag {tag!r} for word {word!r}")
+            if not PLAIN_SLOT.fullmatch(tag):
+                raise ManifestError(f"{where}: bad slot tag {tag!r} for word {word!r} "
+                                    "(expected O, B-<type>, I-<type> or a slot name)")
+            prefix, kind = "I", tag
         if prefix == "I" and slots and slots[-1]["type"] == kind and slots[-1]["end"] == start - 1:
             slots[-1]["end"] = end
             slots[-1]["value"] = text[slots[-1]["start"]:end]
