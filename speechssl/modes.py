@@ -14,7 +14,8 @@ MODES = Registry("mode")
 @MODES.register("train")
 def train(cfg: DictConfig) -> None:
     """Features of the frozen upstream, probe trained on train, best on dev kept, one test
-    evaluation, one leaderboard row; the table after it (a sweep prints it once, at its
+    evaluation, one leaderboard row (one per lr of ``lr_search`` and per fold of
+    :func:`fold_configs`); the table after it (a sweep prints it once, at its
     end: speechssl.report.LeaderboardCallback)."""
     from speechssl.distributed import is_main
     from speechssl.report import markdown_table
@@ -22,14 +23,49 @@ def train(cfg: DictConfig) -> None:
     from speechssl.train import train_cell
 
     check_store(cfg.leaderboard)  # a damaged or read-only store stops before any training
-    rows_ = [train_cell(c) for c in lr_search_configs(cfg)]
+    folds, rows_ = fold_configs(cfg), []
+    for fold_cfg in folds:
+        fold_rows = [train_cell(c) for c in lr_search_configs(fold_cfg)]
+        if len(fold_rows) > 1 and is_main():
+            print(lr_search_summary(fold_rows))
+        rows_ += fold_rows
     row = rows_[-1]
-    if len(rows_) > 1 and is_main():
-        print(lr_search_summary(rows_))
+    if len(folds) > 1 and is_main():
+        print(fold_summary(rows_))
     if is_main() and not in_sweep():
         print()
         print(markdown_table(rows(cfg.leaderboard), corpus=row["corpus"],
                              suite=OmegaConf.to_container(cfg.suite)))
+
+
+def fold_configs(cfg: DictConfig) -> list[DictConfig]:
+    """``cfg`` itself, or for a task with a ``fold`` option left null on a corpus with
+    ``corpus.folds`` (ER on IEMOCAP) one config per fold: SUPERB reports the mean over the
+    five leave-one-session-out folds. Each fold is its own run and row; the leaderboard
+    averages a cell's folds, each once."""
+    folds = cfg.corpus.get("folds")
+    if not folds or "fold" not in cfg.downstream or cfg.downstream.fold is not None:
+        return [cfg]
+    out = []
+    for k in range(1, int(folds) + 1):
+        c = cfg.copy()
+        c.downstream.fold = k
+        out.append(c)
+    return out
+
+
+def fold_summary(rows: list[dict]) -> str:
+    """Each fold's test value (of its dev-best run) and their mean: the cell's score."""
+    sign = 1.0 if rows[0]["higher_is_better"] else -1.0
+    best: dict = {}
+    for r in rows:
+        k = OmegaConf.create(r["config_yaml"]).downstream.fold
+        if k not in best or sign * r["dev_value"] > sign * best[k]["dev_value"]:
+            best[k] = r
+    tests = [best[k]["test_value"] for k in sorted(best)]
+    parts = ", ".join(f"fold {k} {best[k]['test_value']:.2f}" for k in sorted(best))
+    return (f"[train] {rows[0]['task']} over {len(best)} folds (test {rows[0]['metric']}): "
+            f"{parts}; mean {sum(tests) / len(tests):.2f}")
 
 
 def lr_search_configs(cfg: DictConfig) -> list[DictConfig]:

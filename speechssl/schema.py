@@ -265,6 +265,7 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "corpus.strip_stress": BOOL,
     "corpus.root": Rule("dir", null="the default place"),
     "corpus.test_root": Rule("dir", null="none"),
+    "corpus.folds": Int(1, note="the corpus's cross-validation folds (ER on IEMOCAP: 5)"),
     "corpus.silence_dev_fraction": Num(0, below=1),
     "corpus.*dev_fraction": Num(above=0, below=1),
 }

@@ -133,18 +133,32 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
+def _one_run_per_fold(runs: list[dict]) -> list[dict]:
+    """A seed's runs, each fold once: the latest run of a fold is kept. A run without a
+    fold beside numbered ones read fold 1 (ER on IEMOCAP before ``fold=null`` meant all
+    five), so it counts as fold 1, never as a sixth fold."""
+    numbered = any(run_fold(r) is not None for r in runs)
+    latest: dict = {}
+    for r in sorted(runs, key=lambda r: r.get("timestamp") or 0.0):
+        fold = run_fold(r)
+        latest[1 if fold is None and numbered else fold] = r
+    return list(latest.values())
+
+
 def _over_seeds_and_folds(runs: list[dict], split: str) -> tuple[dict[str, list[float]], int]:
-    """Per metric, one value per seed (folds of a seed averaged); and the fold count."""
+    """Per metric, one value per seed (folds of a seed averaged, each fold once); and the
+    fold count."""
     by_seed: dict = {}
     for r in runs:
-        by_seed.setdefault(r.get("seed"), []).append(run_metrics(r, split))
+        by_seed.setdefault(r.get("seed"), []).append(r)
+    folds = [_one_run_per_fold(rs) for rs in by_seed.values()]
     per_metric: dict[str, list[float]] = {}
-    for fold_metrics in by_seed.values():
+    for seed_runs in folds:
+        fold_metrics = [run_metrics(r, split) for r in seed_runs]
         names = set.intersection(*(set(m) for m in fold_metrics))
         for name in names:
             per_metric.setdefault(name, []).append(_mean([m[name] for m in fold_metrics]))
-    n_folds = len({run_fold(r) for r in runs})
-    return per_metric, n_folds
+    return per_metric, max(len(f) for f in folds)
 
 
 def _describe_choice(variants: dict, winner) -> str:

@@ -549,3 +549,31 @@ def test_ks_cell_on_speech_commands(tmp_path):
     assert Path(row["run_dir"]).parts[-2].startswith("speech_commands-")
     stored = store.rows(cfg.leaderboard)
     assert [(r["corpus"], r["task"]) for r in stored] == [("speech_commands", "ks")]
+
+
+def test_er_on_iemocap_runs_and_averages_the_five_folds(tmp_path, capsys):
+    """Issue 24: ``downstream.fold=null`` on IEMOCAP trains the five leave-one-session-out
+    folds (one row each, fold 1..5) and the leaderboard cell is their mean, each fold once;
+    ``fold=2`` trains that fold alone."""
+    from speechssl import score, store
+    from speechssl.modes import MODES, fold_configs
+
+    root = iemocap_tree(tmp_path / "IEMOCAP_full_release")
+    overrides = [f"data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'out'}",
+                 "progress=false", "device=cpu", "upstream=fbank", "downstream=er",
+                 "corpus=iemocap", f"corpus.root={root}", "downstream.optim.max_steps=4",
+                 "downstream.optim.eval_every=2"]
+    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+        one = compose("config", overrides=[*overrides, "downstream.fold=2"])
+        synth = compose("config", overrides=["downstream=er"])
+    assert [c.downstream.fold for c in fold_configs(cfg)] == [1, 2, 3, 4, 5]
+    assert [c.downstream.fold for c in fold_configs(one)] == [2]
+    assert [c.downstream.fold for c in fold_configs(synth)] == [None]  # no folds there
+    MODES.get("train")(cfg)
+    assert "er over 5 folds (test accuracy): fold 1 " in capsys.readouterr().out
+    stored = store.rows(cfg.leaderboard)
+    assert sorted(score.run_fold(r) for r in stored) == [1, 2, 3, 4, 5]
+    (c,) = score.aggregate(stored)
+    assert c.n_folds == 5
+    assert c.test == pytest.approx(sum(r["test_value"] for r in stored) / 5)

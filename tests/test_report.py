@@ -93,6 +93,20 @@ def test_er_folds_are_averaged_into_one_cell_per_seed():
     assert c.test == pytest.approx(55.0) and c.test_std == pytest.approx(statistics.stdev([60, 50]))
 
 
+def test_a_fold_counts_once():
+    """Issue 24: a run with fold=null beside runs of folds 1..5 (before null meant all five,
+    it read fold 1) is fold 1, not a sixth fold; a fold run twice counts its latest run."""
+    rows = [run("apc", "er", v, fold=f) for f, v in enumerate([50.0, 60, 70, 80, 90], start=1)]
+    old = {**run("apc", "er", 20.0), "timestamp": 1.0}  # fold=null: read fold 1
+    for r in rows:
+        r["timestamp"] = 2.0
+    c = cell(score.aggregate([old, *rows]), "apc", "er")
+    assert c.n_folds == 5 and c.test == pytest.approx(70.0)  # not (20 + 350) / 6 = 61.67
+    again = {**run("apc", "er", 100.0, fold=3), "run_id": "rerun", "timestamp": 3.0}
+    c = cell(score.aggregate([old, *rows, again]), "apc", "er")
+    assert c.n_folds == 5 and c.test == pytest.approx(76.0)  # fold 3: 100 replaces 70
+
+
 # ---------------------------------------------------------------- the SUPERB score
 
 
