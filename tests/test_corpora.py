@@ -288,11 +288,12 @@ def voxceleb_tree(root: Path) -> Path:
                 split = {("vidA", 1): 1, ("vidA", 2): 1, ("vidB", 1): 2, ("vidB", 2): 3}[(vid, n)]
                 lines.append(f"{split} {rel}")
     text(root / "iden_split.txt", "\n".join(lines) + "\n")
-    text(root / "veri_test2.txt",
+    text(root / "veri_test.txt",  # the original list (SUPERB's)
          "1 id10270/vidA/00001.wav id10270/vidB/00002.wav\n"
          "0 id10270/vidA/00001.wav id10271/vidA/00002.wav\n"
          "1 id10271/vidB/00001.wav id10271/vidA/00001.wav\n")
-    text(root / "veri_test.txt", "1 id10270/vidA/00001.wav id10270/vidA/00002.wav\n")
+    text(root / "veri_test2.txt", "1 id10270/vidA/00001.wav id10270/vidB/00002.wav\n"
+         "1 id10271/vidB/00001.wav id10271/vidA/00001.wav\n")  # cleaned: a trial fewer
     return root
 
 
@@ -315,25 +316,40 @@ def test_voxceleb1_sid_and_asv(tmp_path):
     trials = (corpus.root / "manifests" / "asv" / "trials.txt").read_text().splitlines()
     assert trials == ["1 id10270/vidA/00001 id10270/vidB/00002",
                       "0 id10270/vidA/00001 id10271/vidA/00002",
-                      "1 id10271/vidB/00001 id10271/vidA/00001"]  # veri_test2 preferred
+                      "1 id10271/vidB/00001 id10271/vidA/00001"]  # veri_test: SUPERB's
     test_ids = {it["id"] for it in asv_test}
     assert all(a in test_ids and b in test_ids for _, a, b in (t.split() for t in trials))
-    old = load_corpus(recipe("voxceleb1", root=str(root), trials="veri_test.txt"),
-                      tmp_path / "data", progress=False)
-    assert (old.root / "manifests" / "asv" / "trials.txt").read_text() == \
-        "1 id10270/vidA/00001 id10270/vidA/00002\n"
-    assert {it["id"] for it in old.items("asv", "test")} == {"id10270/vidA/00001",
-                                                             "id10270/vidA/00002"}
+    cleaned = load_corpus(recipe("voxceleb1", root=str(root), trials="veri_test2.txt"),
+                          tmp_path / "data", progress=False)
+    assert (cleaned.root / "manifests" / "asv" / "trials.txt").read_text().splitlines() == [
+        "1 id10270/vidA/00001 id10270/vidB/00002", "1 id10271/vidB/00001 id10271/vidA/00001"]
+    assert {it["id"] for it in cleaned.items("asv", "test")} == {
+        "id10270/vidA/00001", "id10270/vidB/00002", "id10271/vidB/00001", "id10271/vidA/00001"}
+
+
+def test_voxceleb1_defaults_to_superbs_trial_list(tmp_path, capsys):
+    """Issue 24: SUPERB scored ASV on the original VoxCeleb1-O list (s3prl's
+    voxceleb1_test_v2.txt holds its 37,720 trials, not the cleaned list's 37,611):
+    veri_test.txt is the default; the cleaned veri_test2.txt, when it is the only one, is
+    used with a note saying its EERs do not compare with SUPERB's."""
+    root = voxceleb_tree(tmp_path / "VoxCeleb1")
+    corpus = load_corpus(recipe("voxceleb1", root=str(root)), tmp_path / "data", progress=False)
+    assert len((corpus.root / "manifests" / "asv" / "trials.txt").read_text().splitlines()) == 3
+    assert "cleaned list" not in capsys.readouterr().out
+    (root / "veri_test.txt").unlink()
+    corpus = load_corpus(recipe("voxceleb1", root=str(root)), tmp_path / "data2", progress=False)
+    assert "ASV tests on veri_test2.txt, the cleaned list, not SUPERB's" in capsys.readouterr().out
+    assert len((corpus.root / "manifests" / "asv" / "trials.txt").read_text().splitlines()) == 2
 
 
 def test_voxceleb1_errors(tmp_path):
     root = voxceleb_tree(tmp_path / "vox")
     data = tmp_path / "data"
-    text(root / "veri_test2.txt", "1 id10270/vidA/00001.wav\n")
-    with pytest.raises(ManifestError, match=r"veri_test2\.txt:1: expected"):
+    text(root / "veri_test.txt", "1 id10270/vidA/00001.wav\n")
+    with pytest.raises(ManifestError, match=r"veri_test\.txt:1: expected"):
         load_corpus(recipe("voxceleb1", root=str(root)), data, progress=False)
-    text(root / "veri_test2.txt", "1 id10270/vidA/00001.wav id10270/vidA/00009.wav\n")
-    with pytest.raises(ManifestError, match=r"veri_test2\.txt: audio file 'id10270/vidA/00009"):
+    text(root / "veri_test.txt", "1 id10270/vidA/00001.wav id10270/vidA/00009.wav\n")
+    with pytest.raises(ManifestError, match=r"veri_test\.txt: audio file 'id10270/vidA/00009"):
         load_corpus(recipe("voxceleb1", root=str(root)), data, progress=False)
     text(root / "iden_split.txt", "4 id10001/vidA/00001.wav\n")
     with pytest.raises(ManifestError, match=r"iden_split\.txt:1: expected"):

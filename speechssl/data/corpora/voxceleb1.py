@@ -17,7 +17,9 @@ from speechssl.data.corpora.common import (
 from speechssl.errors import ConfigError, ManifestError
 
 SID_SPLITS = {"1": "train", "2": "dev", "3": "test"}
-TRIAL_FILES = ("veri_test2.txt", "veri_test.txt")  # cleaned list first, as SUPERB
+# SUPERB's list first: s3prl's sv_voxceleb1/voxceleb1_test_v2.txt holds the original
+# VoxCeleb1-O list's 37,720 trials (veri_test.txt), not the cleaned veri_test2.txt (37,611)
+TRIAL_FILES = ("veri_test.txt", "veri_test2.txt")
 
 
 def utt_id(rel: str) -> str:
@@ -70,11 +72,16 @@ def read_trials(path: Path) -> list[tuple[str, str, str]]:
 
 
 def trial_file(root: Path, cfg) -> Path:
-    """``corpus.trials`` (relative to the root) or the first of veri_test2/veri_test."""
+    """``corpus.trials`` (relative to the root) or the first of veri_test (SUPERB's) and
+    veri_test2 (the cleaned list: said, as its EERs do not compare with SUPERB's)."""
     if cfg.get("trials"):
         return check_file(root / str(cfg.trials), "VoxCeleb1 trial list (corpus.trials)")
     for name in TRIAL_FILES:
         if (root / name).is_file():
+            if name != TRIAL_FILES[0]:
+                print(f"[voxceleb1] {root / TRIAL_FILES[0]} not found: ASV tests on {name}, "
+                      "the cleaned list, not SUPERB's (its EERs are not comparable with "
+                      "SUPERB's published ones)")
             return root / name
     raise ManifestError(f"{root}: no trial list ({' or '.join(TRIAL_FILES)}); "
                         f"download it into the root or set corpus.trials")
