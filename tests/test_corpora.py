@@ -548,7 +548,7 @@ def test_unknown_corpus_names_choices(tmp_path):
         load_corpus(cfg, tmp_path, progress=False)
 
 
-def test_ks_cell_on_speech_commands(tmp_path):
+def test_ks_cell_on_speech_commands(tmp_path, capsys):
     from speechssl import store
     from speechssl.train import train_cell
 
@@ -561,6 +561,8 @@ def test_ks_cell_on_speech_commands(tmp_path):
             "downstream.optim.eval_every=5"])
     row = train_cell(cfg)
     assert row["corpus"] == "speech_commands" and row["task"] == "ks"
+    # no corpus.test_root: the run says its test set is not SUPERB's (issue 24)
+    assert "[ks] test set: Speech Commands v0.01's testing_list.txt" in capsys.readouterr().out
     assert 0.0 <= row["test_value"] <= 100.0
     assert Path(row["run_dir"]).parts[-2].startswith("speech_commands-")
     stored = store.rows(cfg.leaderboard)
