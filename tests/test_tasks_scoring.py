@@ -76,6 +76,14 @@ def test_qbe_cell_trains_nothing(make_cfg):
     scored = [json.loads(line) for line in
               (Path(row["run_dir"]) / "qbe_test_scores.jsonl").read_text().splitlines()]
     assert len(scored) == 4 * 12 and sum(r["hit"] for r in scored) >= 4
+    # the same detections in the QUESST scorer's stdlist XML (issue 24), read back
+    from downstream.qbe import DECISION_THRESHOLD, read_stdlist
+
+    stdlist = read_stdlist(Path(row["run_dir"]) / "qbe_test.stdlist.xml")
+    assert sum(len(v) for v in stdlist.values()) == len(scored)
+    for r in scored:
+        got, yes = stdlist[r["query"]][r["doc"]]
+        assert got == pytest.approx(r["score"], abs=5e-5) and yes == (got > DECISION_THRESHOLD)
     from speechssl.train import evaluate_cell
 
     assert evaluate_cell(cfg)["mtwv"] == pytest.approx(row["test_value"])  # dev picks again
@@ -255,15 +263,55 @@ def test_dtw_scores_rank_the_document_holding_the_query_first():
     docs = [torch.randn(30, 10, generator=g) for _ in range(4)]
     docs[2] = torch.cat([docs[2][:12], query + 0.05 * torch.randn(6, 10, generator=g),
                          docs[2][12:20]])
-    dist = dtw_distances([query, docs[1][3:9]], docs)
-    for k, doc in enumerate(docs):
-        cost = metrics.cosine_distance(query, doc)[None]
+    dist = dtw_distances([query, docs[1][3:9], query[:4]], docs)
+    for k, doc in enumerate(docs):  # s3prl's cost: exp(1 - cos) - 1, each row min-max scaled
+        cost = np.expm1(metrics.cosine_distance(query, doc).numpy().astype(np.float64))
+        low, high = cost.min(1, keepdims=True), cost.max(1, keepdims=True)
+        cost = torch.tensor((cost - low) / (high - low))[None]
         assert dist[0, k].item() == pytest.approx(metrics.subsequence_dtw(cost).item(), abs=1e-5)
     assert dist[1, 1].item() == pytest.approx(0.0, abs=1e-5)  # an exact excerpt
-    scores = znorm(-dist[:1])
-    assert scores.argmax().item() == 2
-    assert scores.mean().item() == pytest.approx(0.0, abs=1e-6)
-    assert scores.std().item() == pytest.approx(1.0, abs=1e-5)
+    assert dist[2].tolist() == [0.0] * 4  # under 5 frames: scored 0, as s3prl
+    scores = znorm(-dist)
+    assert scores[0].argmax().item() == 2
+    assert scores[0].mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert scores[0].std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)  # np.std's
+    assert scores[2].tolist() == [0.0] * 4
+
+
+def test_stdlist_round_trip(tmp_path):
+    """The stdlist XML as the QUESST 2014 scorer reads it (s3prl's benchmark.stdlist.xml):
+    element and attribute names, 4-decimal scores, YES above the threshold."""
+    from downstream.qbe import read_stdlist, write_stdlist
+
+    scores = np.array([[2.5, -0.3, 1.99996], [0.0, 2.00004, -1.0]])
+    path = tmp_path / "b.stdlist.xml"
+    write_stdlist(path, ["q1", "q2"], ["d1", "d2", "d3"], scores)
+    text = path.read_text()
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<stdlist ')
+    assert '<detected_termlist termid="q1" term_search_time="1.0" oov_term_count="1">' in text
+    assert ('<term file="d1" channel="1" tbeg="0.000" dur="0.00" score="2.5000" '
+            'decision="YES" />') in text
+    got = read_stdlist(path)
+    assert got == {"q1": {"d1": (2.5, True), "d2": (-0.3, False), "d3": (2.0, False)},
+                   "q2": {"d1": (0.0, False), "d2": (2.0, True), "d3": (-1.0, False)}}
+
+
+def test_qbe_features_are_normalized_per_dimension_over_the_split():
+    """s3prl's feature_normalization: mean and std per dimension over every frame of the
+    split's queries and documents, so a constant offset or scale of a dimension is gone."""
+    from downstream.qbe import feature_normalizer
+
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.randn(n, 3, generator=g) * torch.tensor([1.0, 10.0, 0.1]) + 5.0
+             for n in (6, 9, 12)]
+    mean, std = feature_normalizer(feats)
+    frames = torch.cat(feats)
+    torch.testing.assert_close(mean, frames.mean(0))
+    torch.testing.assert_close(std, frames.std(0))
+    normed = torch.cat([(f - mean) / std for f in feats])
+    torch.testing.assert_close(normed.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(normed.std(0), torch.ones(3), atol=1e-5, rtol=0)
+    assert feature_normalizer([torch.ones(4, 2)])[1].tolist() == pytest.approx([1e-9, 1e-9])
 
 
 def test_qbe_manifest_errors_name_the_line():
