@@ -27,6 +27,7 @@ class EmotionRecognition(UtteranceClassification):
 
     label_field = "emotion"
 
-    def __init__(self, fold: int | None = None):
+    def __init__(self, fold: int | None = None, projector_dim: int | None = None):
+        super().__init__(projector_dim)
         self.fold = fold
         self.subset = er_subset(fold)

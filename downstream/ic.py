@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from downstream.base import Task, register_task
-from downstream.utterance import PooledMultiHead, class_id
+from downstream.utterance import PooledMultiHead, check_projector_dim, class_id
 from speechssl import metrics
 from speechssl.errors import ManifestError
 
@@ -25,8 +25,9 @@ class IntentClassification(Task):
     higher_is_better = True
     pooled_input = True  # PooledMultiHead: the mean over valid frames, then linear heads
 
-    def __init__(self):
+    def __init__(self, projector_dim: int | None = None):
         self.fields = FIELDS
+        self.projector_dim = check_projector_dim(projector_dim)
 
     def splits(self, corpus) -> dict[str, list[dict]]:
         return {s: corpus.items(self.subset, s) for s in ("train", "dev", "test")}
@@ -37,7 +38,8 @@ class IntentClassification(Task):
         self.index = [{c: i for i, c in enumerate(cs)} for cs in self.classes]
 
     def build_probe(self, feature_dim: int) -> nn.Module:
-        return PooledMultiHead(feature_dim, [len(cs) for cs in self.classes])
+        return PooledMultiHead(feature_dim, [len(cs) for cs in self.classes],
+                               projector_dim=self.projector_dim)
 
     def targets(self, batch: dict, device) -> Tensor:
         """(B, K) class ids of the K fields; a label unseen in training is a ManifestError."""

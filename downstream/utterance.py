@@ -28,6 +28,23 @@ def pool(x: Tensor, lengths: Tensor, how: str) -> Tensor:
     return x[torch.arange(x.shape[0], device=x.device), (lengths - 1).clamp(min=0)]
 
 
+def check_projector_dim(dim) -> int | None:
+    """``downstream.projector_dim``: None (pooled features straight into the classifier) or
+    the width of s3prl's projection (256 in its utterance-level recipes)."""
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ConfigError(f"downstream.projector_dim must be null or an integer >= 1, got {dim!r}")
+    return dim
+
+
+def projector(feature_dim: int, projector_dim: int | None) -> tuple[nn.Module, int]:
+    """s3prl's utterance-level projector (a linear layer to ``projector_dim``, applied per
+    frame before the mean pooling; a linear map commutes with the mean, so applying it to
+    the pooled vector is the same function) and the width after it."""
+    if projector_dim is None:
+        return nn.Identity(), feature_dim
+    return nn.Linear(feature_dim, projector_dim), projector_dim
+
+
 def check_pooling(pooling: str) -> str:
     if pooling not in POOLINGS:
         raise ConfigError(f"downstream.pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
@@ -35,30 +52,34 @@ def check_pooling(pooling: str) -> str:
 
 
 class PooledLinear(nn.Module):
-    """(B, T, D), (B,) -> pooled (B, D) -> dropout -> (B, C) logits; by default the mean
-    over valid frames and no dropout (SUPERB's utterance-level probe)."""
+    """(B, T, D), (B,) -> pooled (B, D) -> [projector] -> dropout -> (B, C) logits; by
+    default the mean over valid frames, no projector and no dropout (SUPERB's utterance-level
+    probe; ``projector_dim``: s3prl's linear projection first, :func:`projector`)."""
 
     def __init__(self, feature_dim: int, num_outputs: int, pooling: str = "mean",
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, projector_dim: int | None = None):
         super().__init__()
         self.pooling = pooling
+        self.projector, width = projector(feature_dim, projector_dim)
         self.drop = nn.Dropout(dropout)
-        self.linear = nn.Linear(feature_dim, num_outputs)
+        self.linear = nn.Linear(width, num_outputs)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        return self.linear(self.drop(pool(x, lengths, self.pooling)))
+        return self.linear(self.drop(self.projector(pool(x, lengths, self.pooling))))
 
 
 class PooledMultiHead(nn.Module):
-    """Mean over valid frames, then one linear layer per label field:
+    """Mean over valid frames, [the projector,] then one linear layer per label field:
     (B, T, D), (B,) -> [(B, C_1), ..., (B, C_K)]."""
 
-    def __init__(self, feature_dim: int, num_classes: list[int]):
+    def __init__(self, feature_dim: int, num_classes: list[int],
+                 projector_dim: int | None = None):
         super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(feature_dim, n) for n in num_classes)
+        self.projector, width = projector(feature_dim, projector_dim)
+        self.heads = nn.ModuleList(nn.Linear(width, n) for n in num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
-        pooled = masked_mean(x, lengths)
+        pooled = self.projector(masked_mean(x, lengths))
         return [head(pooled) for head in self.heads]
 
 
@@ -81,8 +102,8 @@ class UtteranceClassification(Task):
     higher_is_better = True
     pooled_input = True  # PooledLinear with mean pooling (a subclass with another sets False)
 
-    def __init__(self):
-        pass
+    def __init__(self, projector_dim: int | None = None):
+        self.projector_dim = check_projector_dim(projector_dim)
 
     def splits(self, corpus) -> dict[str, list[dict]]:
         return {s: corpus.items(self.subset, s) for s in ("train", "dev", "test")}
@@ -92,7 +113,7 @@ class UtteranceClassification(Task):
         self.index = {c: i for i, c in enumerate(self.classes)}
 
     def build_probe(self, feature_dim: int) -> nn.Module:
-        return PooledLinear(feature_dim, len(self.classes))
+        return PooledLinear(feature_dim, len(self.classes), projector_dim=self.projector_dim)
 
     def targets(self, batch: dict, device) -> Tensor:
         ids = [class_id(self.index, self.reference(it), f"{it.get('_manifest')}:{it.get('_line')}")

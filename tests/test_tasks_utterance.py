@@ -163,3 +163,33 @@ def test_a_mean_pool_probe_on_pooled_features_sees_what_it_sees_on_frames(tiny_c
                                 lengths, batch)
         p_means = task.predict(model.head, model.featurizer(pooled.float(), one), one, batch)
         assert p_frames == p_means
+
+
+def test_projector_is_s3prls_per_frame_projection_before_the_mean():
+    """``downstream.projector_dim`` (s3prl's utterance-level recipes: 256): a linear layer
+    per frame, then the mean over valid frames; on the pooled vector it is the same function
+    (the probe may train on pooled features). Bad values are ConfigErrors."""
+    from downstream.utterance import PooledLinear
+
+    torch.manual_seed(0)
+    probe = PooledLinear(6, 3, projector_dim=4)
+    x, lengths = torch.randn(2, 5, 6), torch.tensor([5, 3])
+    framewise = torch.stack([probe.projector(x[b, :n]).mean(0) for b, n in enumerate([5, 3])])
+    torch.testing.assert_close(probe(x, lengths), probe.linear(framewise))
+    assert probe.linear.in_features == 4
+    ks = build_task("ks", projector_dim=256)
+    ks.setup([{"label": "yes"}, {"label": "no"}])
+    assert ks.build_probe(8).projector.out_features == 256
+    head = build_task("ic", projector_dim=5)
+    head.setup([{"action": "a", "object": "o", "location": "l"}])
+    assert all(h.in_features == 5 for h in head.build_probe(8).heads)
+    assert build_task("er", fold=None, projector_dim=7).projector_dim == 7
+    for bad in (0, 2.5, True):
+        with pytest.raises(ConfigError, match="downstream.projector_dim"):
+            build_task("sid", projector_dim=bad)
+
+
+def test_a_cell_with_the_projector_trains_on_pooled_features(make_cfg):
+    row = train_cell(make_cfg("upstream=fbank", "downstream=ks", "downstream.projector_dim=16",
+                              *BUDGET))
+    assert 0.0 <= row["test_value"] <= 100.0 and row["trainable_params"] > 0
