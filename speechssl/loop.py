@@ -57,25 +57,37 @@ def batches(sampler, state: dict, load: Callable[[list[list[int]]], Iterable]) -
 
 
 def step(module: nn.Module, inputs: tuple, opt: torch.optim.Optimizer, state: dict, *,
-         weight: float, device: torch.device, precision: str, grad_clip: float):
-    """One update: ``module(*inputs)`` under autocast (a loss tensor, or a dict holding
-    ``loss``), backward, gradient clipping, optimizer step; advances ``state``'s step and
-    pos. Returns (the module's output, the gradient norm before clipping).
+         weight: float, device: torch.device, precision: str, grad_clip: float,
+         accumulate: int = 1):
+    """One batch: ``module(*inputs)`` under autocast (a loss tensor, or a dict holding
+    ``loss``) and its backward; every ``accumulate``-th batch (s3prl's
+    ``gradient_accumulate_steps``; 1 = every batch) also clips the summed gradients and
+    steps the optimizer, each batch's loss weighted 1 / ``accumulate`` so the update is that
+    of their mean. Advances ``state``'s pos (batches) and, on an update, its step (updates).
+    Returns (the module's output, the gradient norm before clipping, or None when this
+    batch only accumulated).
 
     ``weight``: this rank's share of the global batch. DistributedDataParallel averages the
     ranks' gradients, so R x weight_r makes their mean the global batch's loss gradient."""
     with autocast(device, precision):
         out = module(*inputs)
     loss = out["loss"] if isinstance(out, dict) else out
-    opt.zero_grad(set_to_none=True)
+    micro = state.get("micro", 0)
+    if micro == 0:
+        opt.zero_grad(set_to_none=True)
     world_size = dist.world().world_size
-    if world_size == 1:
+    scale = (world_size * weight if world_size > 1 else 1.0) / accumulate
+    if scale == 1.0:
         loss.backward()
     else:
-        (loss * (world_size * weight)).backward()
+        (loss * scale).backward()
+    state["pos"] += 1
+    state["micro"] = micro + 1
+    if state["micro"] < accumulate:
+        return out, None
+    state["micro"] = 0
     params = [p for group in opt.param_groups for p in group["params"]]
     grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
     state["step"] += 1
-    state["pos"] += 1
     return out, grad_norm

@@ -239,6 +239,7 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
         "downstream.optim.batch_seconds (audio tasks: frames x 0.01 for a 10 ms upstream) or "
         "downstream.optim.batch_tokens (text tasks)"),
     "downstream.optim.grad_clip": Num(above=0, note="the gradient-norm clip"),
+    "downstream.optim.accumulate": Int(1, note="batches per update (gradient accumulation)"),
     "downstream.optim.extract_batch_seconds": Num(above=0),
     # recipes/upstream/*.yaml: pre-training (the model's own options: check_annotated)
     "upstream.ckpt": Rule("path", null="the corpus's pre-training run"),
@@ -278,7 +279,8 @@ PROBE_ONLY = ("downstream.optim.lr", "downstream.optim.weight_decay", "downstrea
               "downstream.optim.lr_decay", "downstream.optim.decay_patience",
               "downstream.optim.batch_seconds", "downstream.optim.batch_tokens",
               "downstream.optim.batch_utterances",
-              "downstream.optim.grad_clip", "downstream.optim.lr_grid")
+              "downstream.optim.grad_clip", "downstream.optim.lr_grid",
+              "downstream.optim.accumulate")
 
 
 def rule_for(key: str, modality: str | None = None) -> Rule | None:

@@ -307,18 +307,24 @@ def train_probe(cfg: DictConfig, cell: Cell,
     def finished() -> bool:
         return state["step"] >= oc.max_steps or state["bad_evals"] >= oc.patience
 
+    accumulate = int(oc.get("accumulate", 1))  # batches per update (s3prl's gradient_accumulate_steps)
+    micro_losses: list[float] = []
     step_model.train()
     for (idx, inputs), weight in loop.batches(sampler, state, load):
         if finished():
             break
         batch = {"items": [train_items[i] for i in idx]}
-        loss, _ = loop.step(step_model, (inputs, batch), opt, state, weight=weight,
-                            device=cell.device, precision=precision_of(cfg),
-                            grad_clip=oc.grad_clip)
+        loss, grad_norm = loop.step(step_model, (inputs, batch), opt, state, weight=weight,
+                                    device=cell.device, precision=precision_of(cfg),
+                                    grad_clip=oc.grad_clip, accumulate=accumulate)
         if info.world_size > 1:  # the global batch's loss, for the log
             loss = dist.all_reduce_sum(loss * weight)
+        micro_losses.append(loss.item())
+        if grad_norm is None:  # accumulating: no update yet
+            continue
         bar.update(1)
-        loss_value = loss.item()
+        loss_value = sum(micro_losses) / len(micro_losses)
+        micro_losses.clear()
         state["loss_sum"] += loss_value
         state["loss_n"] += 1
         bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
