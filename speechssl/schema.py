@@ -240,6 +240,7 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
         "downstream.optim.batch_tokens (text tasks)"),
     "downstream.optim.grad_clip": Num(above=0, note="the gradient-norm clip"),
     "downstream.optim.accumulate": Int(1, note="batches per update (gradient accumulation)"),
+    "downstream.optim.class_balanced": BOOL,
     "downstream.optim.extract_batch_seconds": Num(above=0),
     # recipes/upstream/*.yaml: pre-training (the model's own options: check_annotated)
     "upstream.ckpt": Rule("path", null="the corpus's pre-training run"),

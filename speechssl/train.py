@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from downstream.base import Task, task_from_config
+from downstream.utterance import UtteranceClassification
 from speechssl import convergence, loop, store, tuning
 from speechssl import distributed as dist
 from speechssl.atomic import atomic_write_text
@@ -33,7 +35,7 @@ from speechssl.checkpoint import load_weights, save_training_state, save_weights
 from speechssl.data.batching import LengthBucketSampler
 from speechssl.data.corpora.common import stable_fraction
 from speechssl.data.corpus import Corpus, load_corpus
-from speechssl.errors import SpeechSSLError
+from speechssl.errors import ConfigError, SpeechSSLError
 from speechssl.features import (
     CachedLayers,
     LiveLayers,
@@ -245,6 +247,17 @@ def layer_sources(cfg: DictConfig, cell: Cell,
     return sources
 
 
+def class_balance_weights(task: Task, items: list[dict]) -> list[float]:
+    """1 / (items of its class) for every training item (``optim.class_balanced``: s3prl's
+    KS sampler, a weighted draw with replacement that sees every class equally often)."""
+    if not isinstance(task, UtteranceClassification):
+        raise ConfigError(f"downstream.optim.class_balanced=true: {task.name} has no single "
+                          "class per utterance (KS, SID, ER have)")
+    labels = [task.reference(it) for it in items]
+    counts = Counter(labels)
+    return [1.0 / counts[label] for label in labels]
+
+
 def param_groups(model: ProbeModel, lr: float, upstream_lr: float | None) -> list[dict]:
     """The probe's parameters at ``lr``; the tuned upstream's at ``upstream_lr``."""
     tuned = list(model.upstream.parameters())
@@ -293,7 +306,9 @@ def train_probe(cfg: DictConfig, cell: Cell,
     dist.seed_rank(cfg.seed, state["step"])
     train = sources["train"]
     step_model = dist.wrap_ddp(ProbeLoss(model, task, train))
-    sampler = LengthBucketSampler(train.sizes, budget, shuffle=True, seed=cfg.seed)
+    sampler = LengthBucketSampler(train.sizes, budget, shuffle=True, seed=cfg.seed,
+                                  weights=class_balance_weights(task, splits["train"])
+                                  if oc.get("class_balanced", False) else None)
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"]) if main else None
     bar = tqdm(total=oc.max_steps, initial=state["step"], disable=not (cfg.progress and main),
                desc=f"{task.name} probe on {cfg.upstream.name}")

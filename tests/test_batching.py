@@ -191,3 +191,28 @@ def test_sampler_config_errors():
         LengthBucketSampler([], max_total=1.0)
     with pytest.raises(ConfigError):
         LengthBucketSampler([1.0, float("nan")], max_total=1.0)
+
+
+def test_weighted_sampler_balances_classes_and_repeats_per_epoch():
+    """``weights`` (s3prl's class-balanced KS sampler, ``optim.class_balanced``): each epoch
+    draws N items with replacement in proportion to the weights, deterministic per (seed,
+    epoch); 1 / class size makes a 9:1 split come out about even."""
+    labels = ["a"] * 90 + ["b"] * 10
+    weights = [1 / 90 if c == "a" else 1 / 10 for c in labels]
+    s = LengthBucketSampler([1.0] * 100, max_total=10.0, seed=3, weights=weights)
+    drawn = []
+    for epoch in range(20):
+        s.set_epoch(epoch)
+        batches = list(s)
+        assert sum(len(b) for b in batches) == 100  # N draws per epoch
+        drawn += [i for b in batches for i in b]
+    share_b = sum(labels[i] == "b" for i in drawn) / len(drawn)
+    assert 0.45 < share_b < 0.55  # 0.1 without the weights
+    s.set_epoch(4)
+    again = LengthBucketSampler([1.0] * 100, max_total=10.0, seed=3, weights=weights)
+    again.set_epoch(4)
+    assert list(s) == list(again)
+    with pytest.raises(ConfigError, match="one finite value >= 0 per item"):
+        LengthBucketSampler([1.0] * 3, max_total=10.0, weights=[1.0, 1.0])
+    with pytest.raises(ConfigError, match="shuffle=True"):
+        LengthBucketSampler([1.0] * 2, max_total=10.0, shuffle=False, weights=[1.0, 1.0])

@@ -58,3 +58,20 @@ def test_probe_steps_count_updates_with_accumulation(make_cfg):
     assert [h[0] for h in history] == [2, 4]
     state = json.loads((Path(row["run_dir"]) / "last" / "state.json").read_text())
     assert state["step"] == 4 and state["micro"] == 0  # saved after an update, never mid-way
+
+
+def test_class_balanced_probe_training(make_cfg):
+    """``downstream.optim.class_balanced=true`` trains KS on a class-balanced draw; a task
+    without one class per utterance refuses it by name."""
+    import pytest
+
+    from speechssl.errors import ConfigError
+    from speechssl.train import train_cell
+
+    row = train_cell(make_cfg("upstream=fbank", "downstream=ks", "downstream.optim.max_steps=4",
+                              "downstream.optim.eval_every=2",
+                              "downstream.optim.class_balanced=true"))
+    assert 0.0 <= row["test_value"] <= 100.0
+    with pytest.raises(ConfigError, match="class_balanced=true: pr has no single class"):
+        train_cell(make_cfg("upstream=fbank", "downstream=pr", "downstream.optim.max_steps=2",
+                            "+downstream.optim.class_balanced=true"))

@@ -151,6 +151,9 @@ class LengthBucketSampler(Sampler[list[int]]):
         rank: this rank, in ``[0, R)``.
         max_size: optional cap on items per batch.
         noise: relative jitter of the sort keys when ``shuffle`` (cost still uses true lengths).
+        weights: optional sampling weight of every item: each epoch then draws N items with
+            replacement in proportion to them (seeded by ``(seed, epoch)``; e.g. 1 / class
+            size for s3prl's class-balanced KS sampler) and buckets the draw; needs ``shuffle``.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         rank: int = 0,
         max_size: int | None = None,
         noise: float = 0.02,
+        weights: Sequence[float] | None = None,
     ):
         super().__init__()
         self.lengths = [float(x) for x in lengths]
@@ -188,6 +192,16 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.rank = rank
         self.max_size = max_size
         self.noise = noise
+        self.weights = None
+        if weights is not None:
+            w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+            if len(w) != len(self.lengths) or not bool(torch.isfinite(w).all()) \
+                    or bool((w < 0).any()) or not float(w.sum()) > 0:
+                raise ConfigError("LengthBucketSampler: weights must be one finite value >= 0 "
+                                  "per item, not all 0")
+            if not shuffle:
+                raise ConfigError("LengthBucketSampler: weights need shuffle=True")
+            self.weights = w
         self.epoch = 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
@@ -200,6 +214,11 @@ class LengthBucketSampler(Sampler[list[int]]):
         lengths = torch.tensor(self.lengths, dtype=torch.float64)
         if g is None:
             return torch.argsort(lengths, stable=True).tolist()
+        if self.weights is not None:  # a weighted draw with replacement, bucketed by length
+            drawn = torch.multinomial(self.weights, len(lengths), replacement=True, generator=g)
+            jitter = 1.0 + self.noise * (
+                2.0 * torch.rand(len(drawn), generator=g, dtype=torch.float64) - 1.0)
+            return drawn[torch.argsort(lengths[drawn] * jitter, stable=True)].tolist()
         tie = torch.randperm(len(lengths), generator=g)
         jitter = 1.0 + self.noise * (
             2.0 * torch.rand(len(lengths), generator=g, dtype=torch.float64) - 1.0
