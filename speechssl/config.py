@@ -144,6 +144,11 @@ def check_values(cfg: DictConfig) -> None:
     from speechssl.upstream.load import upstream_options
 
     name = cfg.downstream.name
+    protocol = cfg.get("protocol", "cpu")
+    if protocol != "cpu" and not (RECIPES / "preset" / f"{protocol}_{name}.yaml").is_file():
+        have = sorted(p.stem.split("_", 1)[1] for p in (RECIPES / "preset").glob(f"{protocol}_*.yaml"))
+        raise ConfigError(f"protocol={protocol} has no preset for downstream={name} "
+                          f"(recipes/preset/{protocol}_{name}.yaml); it has: {', '.join(have)}")
     if name in TASKS:
         opts = {k: v for k, v in OmegaConf.to_container(cfg.downstream, resolve=True).items()
                 if k not in TASK_RESERVED}

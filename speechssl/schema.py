@@ -207,6 +207,7 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "cache_budget_gb": Num(0, note="0 = never cache"),
     "force": BOOL,
     "lr_search": BOOL,
+    "protocol": Choice(("cpu", "paper")),
     "progress": BOOL,
     "format": Choice(_export_formats, "formats"),
     # recipes/downstream/*.yaml: what every task shares (its own options: check_annotated)
