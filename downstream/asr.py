@@ -27,19 +27,22 @@ from speechssl import metrics
 from speechssl.atomic import atomic_write_text
 from speechssl.errors import ConfigError, ManifestError
 from speechssl.nn.rnn import BiLSTM
+from speechssl.nn.specaugment import SpecAugment
 
 DECODERS = ("greedy", "beam")
 SIL = "|"  # the word boundary token of the flashlight lexicon decoder (our " ")
 
 
 class BiLSTMCTC(nn.Module):
-    """Optional frame stacking (``downsample`` frames concatenated), a linear projection,
+    """Optional SpecAugment of the features while training (s3prl's, ``specaugment``),
+    optional frame stacking (``downsample`` frames concatenated), a linear projection,
     a bidirectional LSTM stack and a linear output layer: (B, T, D) -> (B, T', V)."""
 
     def __init__(self, feature_dim: int, vocab_size: int, hidden_size: int = 256,
                  num_layers: int = 2, proj_dim: int = 256, dropout: float = 0.2,
-                 downsample: int = 1):
+                 downsample: int = 1, specaugment: bool = False):
         super().__init__()
+        self.specaug = SpecAugment() if specaugment else None
         self.downsample = downsample
         self.proj = nn.Linear(feature_dim * downsample, proj_dim)
         self.lstm = BiLSTM(proj_dim, hidden_size, num_layers=num_layers, dropout=dropout)
@@ -47,6 +50,8 @@ class BiLSTMCTC(nn.Module):
         self.out = nn.Linear(2 * hidden_size, vocab_size)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if self.specaug is not None:  # training only (the identity in eval)
+            x = self.specaug(x, lengths)
         if self.downsample > 1:
             B, T, D = x.shape
             T2 = T // self.downsample
@@ -64,9 +69,11 @@ class SpeechRecognition(CTCTask):
     def __init__(self, hidden_size: int = 256, num_layers: int = 2, proj_dim: int = 256,
                  dropout: float = 0.2, downsample: int = 1, decoder: str = "greedy",
                  beam_size: int = 50, lm_order: int = 3, lm_weight: float = 2.0,
-                 word_score: float = 0.0, lm_dir: str | None = None):
+                 word_score: float = 0.0, lm_dir: str | None = None,
+                 specaugment: bool = False):
         self.probe_options = dict(hidden_size=hidden_size, num_layers=num_layers,
-                                  proj_dim=proj_dim, dropout=dropout, downsample=downsample)
+                                  proj_dim=proj_dim, dropout=dropout, downsample=downsample,
+                                  specaugment=bool(specaugment))
         if decoder not in DECODERS:
             raise ConfigError(f"downstream.decoder must be one of {', '.join(DECODERS)}, "
                               f"got {decoder!r}")

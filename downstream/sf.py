@@ -108,9 +108,10 @@ class SlotFilling(CTCTask):
     higher_is_better = True
 
     def __init__(self, hidden_size: int = 256, num_layers: int = 2, proj_dim: int = 256,
-                 dropout: float = 0.2, downsample: int = 1):
+                 dropout: float = 0.2, downsample: int = 1, specaugment: bool = False):
         self.probe_options = dict(hidden_size=hidden_size, num_layers=num_layers,
-                                  proj_dim=proj_dim, dropout=dropout, downsample=downsample)
+                                  proj_dim=proj_dim, dropout=dropout, downsample=downsample,
+                                  specaugment=bool(specaugment))
 
     def tokens(self, item: dict) -> list[str]:
         return tagged_tokens(tag_text(item))
