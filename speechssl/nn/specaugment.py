@@ -2,7 +2,8 @@
 Automatic Speech Recognition") on frame features, as s3prl's ASR and SF probes apply it to
 the upstream features while training: a time warp, time masks and feature (frequency)
 masks, masked values set to 0. Defaults: s3prl's asr/config.yaml (ec8064b5): warp window
-5, 2 time masks of 0-40 frames, 4 feature masks of 0-50 dimensions."""
+5, 2 time masks of 0-40 frames, 4 feature masks of 0-50 dimensions (its warp is bicubic, this
+one linear)."""
 
 from __future__ import annotations
 
