@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from downstream.base import Task, register_task
+from downstream.sd import random_windows
 from speechssl import metrics
 from speechssl.atomic import atomic_write_text
 from speechssl.errors import ConfigError, ManifestError
@@ -156,6 +157,8 @@ class SpeakerVerification(Task):
     training speakers held out of the classifier's training (at most a tenth of them, or 2;
     0 = none, then the last probe is tested as in s3prl's recipe and ``dev_value`` is NaN).
     The test trials are the corpus's (VoxCeleb1's list): test is never used for selection.
+    ``train_crop_seconds``: train on a random window of that many seconds of each utterance
+    (s3prl: 8 s, ``max_timestep`` 128000 samples); null = whole utterances.
     """
 
     metric = "eer"
@@ -164,7 +167,8 @@ class SpeakerVerification(Task):
 
     def __init__(self, hidden_dim: int = 512, pool_dim: int = 1500, embed_dim: int = 512,
                  am_scale: float = 30.0, am_margin: float = 0.4, p_target: float = 0.01,
-                 dev_speakers: int = 40, dev_trials: int = 4000):
+                 dev_speakers: int = 40, dev_trials: int = 4000,
+                 train_crop_seconds: float | None = None):
         for key, v in (("hidden_dim", hidden_dim), ("pool_dim", pool_dim),
                        ("embed_dim", embed_dim), ("am_scale", am_scale),
                        ("am_margin", am_margin), ("p_target", p_target),
@@ -183,6 +187,12 @@ class SpeakerVerification(Task):
         for key, v in (("dev_speakers", dev_speakers), ("dev_trials", dev_trials)):
             if int(v) != v or v < 0:
                 raise ConfigError(f"downstream.{key} must be an integer >= 0, got {v!r}")
+        if train_crop_seconds is not None and (isinstance(train_crop_seconds, bool) or not
+                                               isinstance(train_crop_seconds, int | float)
+                                               or train_crop_seconds <= 0):
+            raise ConfigError(f"downstream.train_crop_seconds must be a number > 0 or null "
+                              f"(whole utterances), got {train_crop_seconds!r}")
+        self.train_crop_seconds = train_crop_seconds
         self.dev_speakers, self.max_dev_trials = int(dev_speakers), int(dev_trials)
         self.selects_on_dev = self.dev_speakers > 0 and self.max_dev_trials >= 2
         self.dims = (int(hidden_dim), int(pool_dim), int(embed_dim))
@@ -223,8 +233,13 @@ class SpeakerVerification(Task):
                                 f"no 'speaker' field") from None
 
     def loss(self, probe, features, lengths, batch) -> Tensor:
+        """AM-softmax over the training speakers; in training on a random
+        ``train_crop_seconds`` window of each utterance when set (s3prl: 8 s)."""
         labels = torch.tensor([self.index[self.reference(it)] for it in batch["items"]],
                               device=features.device)
+        if probe.training and self.train_crop_seconds is not None:
+            size = max(1, round(self.train_crop_seconds / self.frame_shift))
+            features, _, lengths = random_windows(features, features[..., :0], lengths, size)
         return probe.classifier(probe(features, lengths), labels)
 
     def predict(self, probe, features, lengths, batch) -> list[Tensor]:

@@ -320,3 +320,31 @@ def test_qbe_manifest_errors_name_the_line():
              {"id": "d", "kind": "document", "_manifest": "m.jsonl", "_line": 2}]
     with pytest.raises(ManifestError, match=r"m.jsonl:2: 'kind'"):
         task.roles(items)
+
+
+def test_asv_trains_on_random_crops_when_asked():
+    """``downstream.train_crop_seconds`` (s3prl: 8 s): in training the x-vector sees a
+    random window of each utterance; in eval the whole one."""
+    task = build_task("asv", hidden_dim=8, pool_dim=8, embed_dim=4, train_crop_seconds=0.5)
+    task.frame_shift = 0.01
+    task.index = {"a": 0, "b": 1}
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = lambda emb, labels: emb.sum() * 0
+
+        def forward(self, features, lengths):
+            seen.append((features.shape[1], lengths.tolist()))
+            return features.mean(1)
+
+    probe = Probe().train()
+    feats, lengths = torch.randn(2, 120, 3), torch.tensor([120, 80])
+    items = [{"speaker": "a"}, {"speaker": "b"}]
+    task.loss(probe, feats, lengths, {"items": items})
+    assert seen[-1] == (50, [50, 50])  # 0.5 s of 10-ms frames
+    task.loss(probe.eval(), feats, lengths, {"items": items})
+    assert seen[-1] == (120, [120, 80])
+    with pytest.raises(ConfigError, match="downstream.train_crop_seconds"):
+        build_task("asv", train_crop_seconds=0)
