@@ -3,13 +3,38 @@ accuracy (SUPERB, Yang et al. 2021)."""
 
 from __future__ import annotations
 
+from torch import Tensor
+from torch.nn import functional as F
+
 from downstream.base import register_task
+from downstream.sd import random_windows
 from downstream.utterance import UtteranceClassification
+from speechssl.errors import ConfigError
 
 
 @register_task("sid")
 class SpeakerIdentification(UtteranceClassification):
-    """Closed-set: every dev/test speaker also speaks in the training split."""
+    """Closed-set: every dev/test speaker also speaks in the training split.
+
+    ``train_crop_seconds``: train on a random window of that many seconds of each utterance
+    (s3prl: 8 s, ``max_timestep`` 128000 samples); the probe then trains on frames instead
+    of each item's pooled vector. null (the CPU default) = whole utterances."""
 
     subset = "sid"
     label_field = "speaker"
+
+    def __init__(self, projector_dim: int | None = None, train_crop_seconds: float | None = None):
+        super().__init__(projector_dim)
+        if train_crop_seconds is not None and (isinstance(train_crop_seconds, bool) or not
+                                               isinstance(train_crop_seconds, int | float)
+                                               or train_crop_seconds <= 0):
+            raise ConfigError(f"downstream.train_crop_seconds must be a number > 0 or null "
+                              f"(whole utterances), got {train_crop_seconds!r}")
+        self.train_crop_seconds = train_crop_seconds
+        self.pooled_input = train_crop_seconds is None  # a crop needs the frames
+
+    def loss(self, probe, features, lengths, batch) -> Tensor:
+        if probe.training and self.train_crop_seconds is not None:
+            size = max(1, round(self.train_crop_seconds / self.frame_shift))
+            features, _, lengths = random_windows(features, features[..., :0], lengths, size)
+        return F.cross_entropy(probe(features, lengths), self.targets(batch, features.device))

@@ -39,7 +39,7 @@ def test_the_preset_sits_between_the_recipe_and_the_command_line():
     mine = cfg_of("protocol=paper", "downstream=ks", "downstream.optim.lr=0.5", "lr_search=false")
     assert mine.downstream.optim.lr == 0.5 and mine.lr_search is False
     sid = cfg_of("protocol=paper", "downstream=sid").downstream
-    assert (sid.optim.batch_utterances, sid.optim.accumulate) == (8, 4)
+    assert (sid.optim.batch_seconds, sid.optim.accumulate, sid.train_crop_seconds) == (80, 4, 8.0)
     asr = cfg_of("protocol=paper", "downstream=asr").downstream
     assert (asr.hidden_size, asr.proj_dim, asr.downsample) == (1024, 1024, 1)
     asv = cfg_of("protocol=paper", "downstream=asv").downstream

@@ -193,3 +193,27 @@ def test_a_cell_with_the_projector_trains_on_pooled_features(make_cfg):
     row = train_cell(make_cfg("upstream=fbank", "downstream=ks", "downstream.projector_dim=16",
                               *BUDGET))
     assert 0.0 <= row["test_value"] <= 100.0 and row["trainable_params"] > 0
+
+
+def test_sid_crops_train_on_frames(make_cfg):
+    """``downstream.train_crop_seconds`` (s3prl's SID: 8 s): the probe trains on a random
+    window of each utterance's frames, so not on pooled vectors; in eval, whole utterances."""
+    task = build_task("sid", train_crop_seconds=0.2)
+    assert task.pooled_input is False and build_task("sid").pooled_input is True
+    task.frame_shift = 0.01
+    task.setup([{"speaker": "a"}, {"speaker": "b"}])
+    seen = []
+
+    def probe(features, lengths):
+        seen.append(lengths.tolist())
+        return torch.zeros(len(lengths), 2, requires_grad=True)
+
+    probe.training = True
+    items = {"items": [{"speaker": "a"}, {"speaker": "b"}]}
+    task.loss(probe, torch.randn(2, 50, 3), torch.tensor([50, 12]), items)
+    assert seen[-1] == [20, 12]
+    with pytest.raises(ConfigError, match="downstream.train_crop_seconds"):
+        build_task("sid", train_crop_seconds=-1)
+    row = train_cell(make_cfg("upstream=fbank", "downstream=sid",
+                              "downstream.train_crop_seconds=1.0", *BUDGET))
+    assert 0.0 <= row["test_value"] <= 100.0
