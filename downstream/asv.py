@@ -11,8 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from downstream.base import Task, register_task
-from downstream.sd import random_windows
+from downstream.base import Task, check_crop_seconds, random_crops, register_task
 from speechssl import metrics
 from speechssl.atomic import atomic_write_text
 from speechssl.errors import ConfigError, ManifestError
@@ -187,12 +186,7 @@ class SpeakerVerification(Task):
         for key, v in (("dev_speakers", dev_speakers), ("dev_trials", dev_trials)):
             if int(v) != v or v < 0:
                 raise ConfigError(f"downstream.{key} must be an integer >= 0, got {v!r}")
-        if train_crop_seconds is not None and (isinstance(train_crop_seconds, bool) or not
-                                               isinstance(train_crop_seconds, int | float)
-                                               or train_crop_seconds <= 0):
-            raise ConfigError(f"downstream.train_crop_seconds must be a number > 0 or null "
-                              f"(whole utterances), got {train_crop_seconds!r}")
-        self.train_crop_seconds = train_crop_seconds
+        self.train_crop_seconds = check_crop_seconds(train_crop_seconds)
         self.dev_speakers, self.max_dev_trials = int(dev_speakers), int(dev_trials)
         self.selects_on_dev = self.dev_speakers > 0 and self.max_dev_trials >= 2
         self.dims = (int(hidden_dim), int(pool_dim), int(embed_dim))
@@ -238,8 +232,8 @@ class SpeakerVerification(Task):
         labels = torch.tensor([self.index[self.reference(it)] for it in batch["items"]],
                               device=features.device)
         if probe.training and self.train_crop_seconds is not None:
-            size = max(1, round(self.train_crop_seconds / self.frame_shift))
-            features, _, lengths = random_windows(features, features[..., :0], lengths, size)
+            features, lengths = random_crops(features, lengths, self.train_crop_seconds,
+                                             self.frame_shift)
         return probe.classifier(probe(features, lengths), labels)
 
     def predict(self, probe, features, lengths, batch) -> list[Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
@@ -118,3 +119,37 @@ def masked_mean(x: Tensor, lengths: Tensor) -> Tensor:
 
     mask = valid_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1)
     return (x * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(x.dtype)
+
+
+def random_windows(features: Tensor, labels: Tensor, lengths: Tensor, size: int,
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """A window of at most ``size`` frames from each recording of a batch, at a uniformly
+    random start within it (s3prl trains diarization on fixed-length chunks): (B, T, D)
+    features and (B, T, S) labels -> the same cut to (B, min(T, size), .) and the lengths
+    within the windows. A recording no longer than ``size`` is kept whole."""
+    if features.shape[1] <= size:
+        return features, labels, lengths
+    room = (lengths - size).clamp(min=0).cpu()
+    starts = (torch.rand(len(room), generator=generator) * (room + 1)).floor().long()
+    index = (starts.unsqueeze(1) + torch.arange(size)).to(features.device)  # (B, size)
+    index = index.clamp(max=features.shape[1] - 1)
+    take = lambda x: x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
+    return take(features), take(labels), lengths.clamp(max=size)
+
+
+def check_crop_seconds(value) -> float | None:
+    """``downstream.train_crop_seconds``: null (whole utterances) or a number of seconds > 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or value <= 0):
+        raise ConfigError(f"downstream.train_crop_seconds must be a number > 0 or null "
+                          f"(whole utterances), got {value!r}")
+    return value
+
+
+def random_crops(features: Tensor, lengths: Tensor, seconds: float,
+                 frame_shift: float) -> tuple[Tensor, Tensor]:
+    """A random window of ``seconds`` of each utterance's frames (s3prl's ``max_timestep``
+    training crops: SID and ASV, 8 s): (B, T, D) -> (B, min(T, size), D) and the lengths."""
+    size = max(1, round(seconds / frame_shift))
+    features, _, lengths = random_windows(features, features[..., :0], lengths, size)
+    return features, lengths

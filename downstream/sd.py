@@ -12,7 +12,7 @@ from scipy.ndimage import median_filter
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from downstream.base import Task, register_task
+from downstream.base import Task, random_windows, register_task
 from speechssl import metrics
 from speechssl.atomic import atomic_write_text
 from speechssl.errors import ConfigError, ManifestError
@@ -68,22 +68,6 @@ def activity_segments(active: np.ndarray, frame_shift: float) -> list[tuple[floa
 
 def rttm_line(file_id: str, start: float, duration: float, speaker: str) -> str:
     return f"SPEAKER {file_id} 1 {start:.3f} {duration:.3f} <NA> <NA> {speaker} <NA> <NA>\n"
-
-
-def random_windows(features: Tensor, labels: Tensor, lengths: Tensor, size: int,
-                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """A window of at most ``size`` frames from each recording of a batch, at a uniformly
-    random start within it (s3prl trains diarization on fixed-length chunks): (B, T, D)
-    features and (B, T, S) labels -> the same cut to (B, min(T, size), .) and the lengths
-    within the windows. A recording no longer than ``size`` is kept whole."""
-    if features.shape[1] <= size:
-        return features, labels, lengths
-    room = (lengths - size).clamp(min=0).cpu()
-    starts = (torch.rand(len(room), generator=generator) * (room + 1)).floor().long()
-    index = (starts.unsqueeze(1) + torch.arange(size)).to(features.device)  # (B, size)
-    index = index.clamp(max=features.shape[1] - 1)
-    take = lambda x: x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
-    return take(features), take(labels), lengths.clamp(max=size)
 
 
 class FrameLSTM(nn.Module):

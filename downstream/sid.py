@@ -6,10 +6,8 @@ from __future__ import annotations
 from torch import Tensor
 from torch.nn import functional as F
 
-from downstream.base import register_task
-from downstream.sd import random_windows
+from downstream.base import check_crop_seconds, random_crops, register_task
 from downstream.utterance import UtteranceClassification
-from speechssl.errors import ConfigError
 
 
 @register_task("sid")
@@ -25,16 +23,11 @@ class SpeakerIdentification(UtteranceClassification):
 
     def __init__(self, projector_dim: int | None = None, train_crop_seconds: float | None = None):
         super().__init__(projector_dim)
-        if train_crop_seconds is not None and (isinstance(train_crop_seconds, bool) or not
-                                               isinstance(train_crop_seconds, int | float)
-                                               or train_crop_seconds <= 0):
-            raise ConfigError(f"downstream.train_crop_seconds must be a number > 0 or null "
-                              f"(whole utterances), got {train_crop_seconds!r}")
-        self.train_crop_seconds = train_crop_seconds
+        self.train_crop_seconds = check_crop_seconds(train_crop_seconds)
         self.pooled_input = train_crop_seconds is None  # a crop needs the frames
 
     def loss(self, probe, features, lengths, batch) -> Tensor:
         if probe.training and self.train_crop_seconds is not None:
-            size = max(1, round(self.train_crop_seconds / self.frame_shift))
-            features, _, lengths = random_windows(features, features[..., :0], lengths, size)
+            features, lengths = random_crops(features, lengths, self.train_crop_seconds,
+                                             self.frame_shift)
         return F.cross_entropy(probe(features, lengths), self.targets(batch, features.device))

@@ -216,7 +216,7 @@ def test_sd_probe_padding_never_changes_valid_frames():
 def test_sd_trains_on_random_windows_of_long_recordings():
     """train_chunk_seconds: features and labels are cut at the same random start inside each
     recording; a short recording stays whole; scoring never cuts."""
-    from downstream.sd import random_windows
+    from downstream.base import random_windows
 
     frames = torch.arange(30.0).reshape(1, 30, 1).repeat(3, 1, 2)  # frame t holds t
     labels = frames[..., :1].repeat(1, 1, 2) + 100
