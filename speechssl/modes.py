@@ -55,17 +55,15 @@ def fold_configs(cfg: DictConfig) -> list[DictConfig]:
 
 
 def fold_summary(rows: list[dict]) -> str:
-    """Each fold's test value (of its dev-best run) and their mean: the cell's score."""
-    sign = 1.0 if rows[0]["higher_is_better"] else -1.0
-    best: dict = {}
-    for r in rows:
-        k = OmegaConf.create(r["config_yaml"]).downstream.fold
-        if k not in best or sign * r["dev_value"] > sign * best[k]["dev_value"]:
-            best[k] = r
-    tests = [best[k]["test_value"] for k in sorted(best)]
-    parts = ", ".join(f"fold {k} {best[k]['test_value']:.2f}" for k in sorted(best))
-    return (f"[train] {rows[0]['task']} over {len(best)} folds (test {rows[0]['metric']}): "
-            f"{parts}; mean {sum(tests) / len(tests):.2f}")
+    """Each fold's test value and their mean, as the leaderboard scores the cell
+    (:func:`speechssl.score.aggregate`: the dev-best probe config, each fold once)."""
+    from speechssl.score import aggregate, run_fold
+
+    (cell,) = aggregate(rows)
+    tests = {run_fold(r): r["test_value"] for r in cell.runs}
+    parts = ", ".join(f"fold {k} {tests[k]:.2f}" for k in sorted(tests))
+    return (f"[train] {cell.task} over {len(tests)} folds (test {cell.metric}): "
+            f"{parts}; mean {cell.test:.2f}")
 
 
 def lr_search_configs(cfg: DictConfig) -> list[DictConfig]:
