@@ -5,10 +5,10 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
+from speechssl.nn.views import random_windows  # noqa: F401 (SD's chunks, the crops below)
 from speechssl.registry import Registry
 
 # the built-ins register themselves in their modules under downstream/ (text tasks included)
@@ -119,22 +119,6 @@ def masked_mean(x: Tensor, lengths: Tensor) -> Tensor:
 
     mask = valid_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1)
     return (x * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(x.dtype)
-
-
-def random_windows(features: Tensor, labels: Tensor, lengths: Tensor, size: int,
-                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """A window of at most ``size`` frames from each recording of a batch, at a uniformly
-    random start within it (s3prl trains diarization on fixed-length chunks): (B, T, D)
-    features and (B, T, S) labels -> the same cut to (B, min(T, size), .) and the lengths
-    within the windows. A recording no longer than ``size`` is kept whole."""
-    if features.shape[1] <= size:
-        return features, labels, lengths
-    room = (lengths - size).clamp(min=0).cpu()
-    starts = (torch.rand(len(room), generator=generator) * (room + 1)).floor().long()
-    index = (starts.unsqueeze(1) + torch.arange(size)).to(features.device)  # (B, size)
-    index = index.clamp(max=features.shape[1] - 1)
-    take = lambda x: x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
-    return take(features), take(labels), lengths.clamp(max=size)
 
 
 def check_crop_seconds(value) -> float | None:
