@@ -29,7 +29,7 @@ from torch import nn
 from speechssl import tuning_peft
 from speechssl.errors import ConfigError
 from speechssl.nn.peft import Adapter, LoRA, Prefix, soft_prompt
-from speechssl.nn.transformer import TransformerEncoder
+from speechssl.nn.transformer import TransformerEncoder, distinct_layers
 from speechssl.registry import Registry
 
 
@@ -53,7 +53,7 @@ TUNING.add("scratch", TuningMode(LR))
 def _adapter(encoder: TransformerEncoder, opts: dict) -> list:
     dim = encoder.layers[0].attn.qkv.in_features
     trained: list = []
-    for layer in encoder.layers:
+    for layer in distinct_layers(encoder):  # a shared (ALBERT) layer gets one adapter
         layer.adapter = Adapter(dim, int(opts["bottleneck"]))
         trained.append(layer.adapter)
         if opts["train_norms"]:
@@ -66,7 +66,7 @@ def _adapter(encoder: TransformerEncoder, opts: dict) -> list:
 def _lora(encoder: TransformerEncoder, opts: dict) -> list:
     dim = encoder.layers[0].attn.qkv.in_features
     trained: list = []
-    for layer in encoder.layers:
+    for layer in distinct_layers(encoder):
         attn = layer.attn
         attn.lora_qkv = LoRA(dim, attn.qkv.out_features, int(opts["rank"]),
                              float(opts["alpha"]), float(opts["dropout"]), groups=3)

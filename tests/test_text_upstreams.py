@@ -209,3 +209,31 @@ def test_hf_bert_text_pairs_use_segments(tokenizer, tmp_path):
     assert ref["token_type_ids"].sum() > 0
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_albert_sharing_applies_one_layer_at_every_depth(tmp_path):
+    """``share_layers`` (ALBERT, Lan et al., 2020): one layer's parameters at every depth, the
+    checkpoint round trip keeps them shared, and a LoRA tuning gets one module per distinct
+    layer."""
+    from speechssl.checkpoint import load_weights, save_weights
+    from speechssl.tuning import _lora
+    from speechssl.upstream import build_upstream
+    from speechssl.upstream.load import count_params
+
+    opts = {"hidden_size": 32, "num_layers": 4, "num_heads": 2, "ff_size": 64, "vocab_size": 100}
+    plain, shared = build_upstream("bert", **opts), build_upstream("bert", **opts, share_layers=True)
+    per_layer = count_params(plain.encoder.layers[0])
+    assert count_params(plain) - count_params(shared) == 3 * per_layer
+    layers = shared.encoder.layers
+    assert all(layer is layers[0] for layer in layers) and len(layers) == 4
+    ids, n = torch.randint(5, 100, (2, 7)), torch.tensor([7, 5])
+    assert len(shared(ids, n).hidden_states) == 5
+    save_weights(tmp_path / "w.safetensors", shared)
+    again = build_upstream("bert", **opts, share_layers=True)
+    load_weights(tmp_path / "w.safetensors", again)
+    assert again.encoder.layers[3] is again.encoder.layers[0]
+    with torch.no_grad():
+        a, b = shared.eval()(ids, n), again.eval()(ids, n)
+    assert all(torch.equal(x, y) for x, y in zip(a.hidden_states, b.hidden_states, strict=True))
+    trained = _lora(again.encoder, {"rank": 2, "alpha": 4.0, "dropout": 0.0})
+    assert len(trained) == 2  # qkv and output LoRA of the one shared layer

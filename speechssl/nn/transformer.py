@@ -165,13 +165,16 @@ class TransformerEncoder(nn.Module):
     position: "sinusoidal", "learned" (``max_len`` positions), "conv" (wav2vec 2.0's
     convolutional relative positions, ``conv_pos_kernel`` / ``conv_pos_groups``; with
     ``conv_pos_layers`` N >= 1, data2vec's stack of N convs instead) or "none" (the caller
-    adds its own). Pre-LN adds a final layer norm to the last output.
+    adds its own). Pre-LN adds a final layer norm to the last output. ``share_layers``:
+    ALBERT's cross-layer sharing (Lan et al., 2020): one layer's weights applied
+    ``num_layers`` times (``layers`` holds the same module at every depth).
     """
 
     def __init__(self, dim: int, num_layers: int, heads: int, ff_dim: int, dropout: float = 0.1,
                  attention_dropout: float = 0.1, norm_first: bool = False,
                  position: str = "sinusoidal", max_len: int = 4096, activation: str = "gelu",
-                 conv_pos_kernel: int = 128, conv_pos_groups: int = 16, conv_pos_layers: int = 0):
+                 conv_pos_kernel: int = 128, conv_pos_groups: int = 16, conv_pos_layers: int = 0,
+                 share_layers: bool = False):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position {position!r}; valid: {', '.join(POSITIONS)}")
@@ -181,9 +184,10 @@ class TransformerEncoder(nn.Module):
             self.pos_conv = ConvPositions(dim, conv_pos_kernel, conv_pos_groups) \
                 if conv_pos_layers == 0 else \
                 ConvPositionStack(dim, conv_pos_kernel, conv_pos_groups, conv_pos_layers)
-        self.layers = nn.ModuleList(
-            TransformerLayer(dim, heads, ff_dim, dropout, attention_dropout, norm_first, activation)
-            for _ in range(num_layers))
+        make = lambda: TransformerLayer(dim, heads, ff_dim, dropout, attention_dropout,  # noqa: E731
+                                        norm_first, activation)
+        self.layers = nn.ModuleList([make()] * num_layers if share_layers
+                                    else [make() for _ in range(num_layers)])
         self.final_norm = nn.LayerNorm(dim) if norm_first else None
         self.prefix: nn.Module | None = None  # () -> (num_layers, 2, P, dim) keys and values
         self.register_parameter("prompt", None)  # (P, dim) vectors in front of the input
@@ -219,3 +223,11 @@ class TransformerEncoder(nn.Module):
         if self.final_norm is not None:
             outs[-1] = self.final_norm(outs[-1])
         return outs
+
+
+def distinct_layers(encoder: TransformerEncoder) -> list[TransformerLayer]:
+    """The encoder's layers, each module once (one when ALBERT-shared)."""
+    seen: dict[int, TransformerLayer] = {}
+    for layer in encoder.layers:
+        seen.setdefault(id(layer), layer)
+    return list(seen.values())

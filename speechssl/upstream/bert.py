@@ -6,6 +6,8 @@ Token + segment + learned position embeddings, a post-LN transformer encoder, ma
 embeddings) plus a sentence-pair loss on the [CLS] state: next-sentence prediction (NSP:
 the second sentence replaced by another one half of the time) or sentence-order prediction
 (SOP: the two sentences swapped half of the time), switchable with ``pair_task``.
+``share_layers``: ALBERT's cross-layer parameter sharing (one layer's weights at every depth;
+ALBERT's factorised embedding is not reproduced).
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ class BERT(TextUpstream):
                  num_heads: int = 4, ff_size: int = 512, dropout: float = 0.1,
                  max_length: int = 256, type_vocab_size: int = 2, pair_task: str = "sop",
                  mask_ratio: float = 0.15, mask_prob: float = 0.8, random_prob: float = 0.1,
-                 min_frequency: int = 2):
+                 min_frequency: int = 2, share_layers: bool = False):
         super().__init__(vocab_size, max_length, min_frequency)
         if pair_task not in PAIR_TASKS:
             raise ConfigError(f"upstream.pair_task={pair_task!r}; valid: {', '.join(PAIR_TASKS)}")
@@ -250,7 +252,8 @@ class BERT(TextUpstream):
         self.mask_ratio, self.mask_prob, self.random_prob = mask_ratio, mask_prob, random_prob
         self.embed = TextEmbedding(vocab_size, hidden_size, max_length, type_vocab_size, dropout)
         self.encoder = TransformerEncoder(hidden_size, num_layers, num_heads, ff_size, dropout,
-                                          dropout, norm_first=False, position="none")
+                                          dropout, norm_first=False, position="none",
+                                          share_layers=share_layers)
         self.mlm_transform = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(),
                                            nn.LayerNorm(hidden_size))
         self.mlm_bias = nn.Parameter(torch.zeros(vocab_size))
