@@ -128,6 +128,17 @@ def pretrain(cfg: DictConfig) -> None:
     run_pretraining(cfg, corpus, resolve_device(cfg.device))
 
 
+@MODES.register("fewshot")
+def fewshot(cfg: DictConfig) -> None:
+    """In-context learning (speechssl/text/fewshot.py): the causal LM upstream (gpt) labels
+    the task's test items from k demonstrations in its prompt, no gradient update, for every
+    k of ``fewshot.shots`` and ``fewshot.seeds`` draws; the accuracy against k is printed
+    and written to ``<out_dir>/fewshot/<upstream tag>-<task>.json``."""
+    from speechssl.text.fewshot import run_fewshot
+
+    run_fewshot(cfg)
+
+
 @MODES.register("synth")
 def synth(cfg: DictConfig) -> None:
     """Generate the synthesized corpus only."""

@@ -210,6 +210,10 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "protocol": Choice(("cpu", "paper")),
     "progress": BOOL,
     "format": Choice(_export_formats, "formats"),
+    "fewshot.shots": Rule("numbers", low=0, note="demonstrations per prompt (mode=fewshot)"),
+    "fewshot.seeds": Int(1),
+    "fewshot.test_items": Int(0, note="0 = every test item"),
+    "fewshot.template": Rule("str"),
     # recipes/downstream/*.yaml: what every task shares (its own options: check_annotated)
     "downstream.train_items": Int(1, null="every training item"),
     "downstream.featurizer.layer_norm": BOOL,

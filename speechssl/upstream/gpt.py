@@ -58,11 +58,15 @@ class GPT(TextUpstream):
         ids = ids.long()
         return UpstreamOutput(hidden_states=self._layers(ids, lengths), lengths=lengths.long())
 
+    def lm_logits(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T) ids -> (B, T, vocab_size): the logits of token t+1 after tokens <= t
+        (output layer tied to the token embeddings)."""
+        return self._layers(ids.long(), lengths)[-1] @ self.embed.tokens.weight.t()
+
     def pretrain_loss(self, ids: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         """Cross-entropy of token t+1 given tokens <= t, over real tokens."""
         ids = ids.long()
-        h = self._layers(ids, lengths)[-1]
-        logits = h[:, :-1] @ self.embed.tokens.weight.t()
+        logits = self.lm_logits(ids, lengths)[:, :-1]
         target = ids[:, 1:].masked_fill(~valid_mask(lengths - 1, ids.shape[1] - 1), -100)
         loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100)
         known = target != -100
