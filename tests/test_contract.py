@@ -84,7 +84,9 @@ def upstream(request, tmp_path_factory) -> Upstream:
             cls = upstream_class(name)
             options = CONTRACT_OPTIONS.get(name, getattr(cls, "contract_options", {}))
         torch.manual_seed(0)
-        return build_upstream(name, **options).eval()
+        up = build_upstream(name, **options).eval()
+        up.contract_build = (name, options)  # for the checkpoint round trip
+        return up
 
 
 def _inputs(up: Upstream) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,3 +183,24 @@ def test_pretrain_loss_if_any(upstream, batch, tiny_corpus, tmp_path):
     loss.backward()
     assert any(p.grad is not None for p in upstream.parameters())
     upstream.zero_grad(set_to_none=True)
+
+
+def test_checkpoint_round_trip(upstream, batch, tmp_path):
+    """Saved as safetensors and loaded into a model built with another seed, the upstream
+    gives the same hidden states (buffers included: statistics, codebooks, teachers)."""
+    from speechssl.checkpoint import load_weights, save_weights
+
+    if not any(True for _ in upstream.parameters()):
+        pytest.skip(f"{type(upstream).__name__} has no parameters")
+    x, lengths, _ = batch
+    with torch.no_grad():  # now: the pre-training test may have moved statistics since
+        out = upstream.eval()(x, lengths)
+    save_weights(tmp_path / "w.safetensors", upstream)
+    name, options = upstream.contract_build
+    torch.manual_seed(1)
+    again = build_upstream(name, **options)
+    load_weights(tmp_path / "w.safetensors", again)
+    with torch.no_grad():
+        out2 = again.eval()(x, lengths)
+    for h, k in zip(out.hidden_states, out2.hidden_states, strict=True):
+        assert torch.equal(h, k)
