@@ -139,6 +139,16 @@ def fewshot(cfg: DictConfig) -> None:
     run_fewshot(cfg)
 
 
+@MODES.register("early_exit")
+def early_exit(cfg: DictConfig) -> None:
+    """DeeBERT's early exit (speechssl/text/early_exit.py): an off-ramp per layer of the bert
+    upstream, trained in two stages on a sentence task; accuracy against the average layers
+    run and the wall time saved, over ``early_exit.thresholds``."""
+    from speechssl.text.early_exit import run_early_exit
+
+    run_early_exit(cfg)
+
+
 @MODES.register("synth")
 def synth(cfg: DictConfig) -> None:
     """Generate the synthesized corpus only."""

@@ -214,6 +214,12 @@ SCHEMA: dict[str, Rule | tuple[Rule, ...]] = {
     "fewshot.seeds": Int(1),
     "fewshot.test_items": Int(0, note="0 = every test item"),
     "fewshot.template": Rule("str"),
+    "early_exit.steps": Int(1),
+    "early_exit.lr": Num(above=0),
+    "early_exit.ramp_lr": Num(above=0),
+    "early_exit.batch_size": Int(1),
+    "early_exit.thresholds": Rule("numbers", low=0, note="top-probability thresholds"),
+    "early_exit.test_items": Int(0, note="0 = every test item"),
     # recipes/downstream/*.yaml: what every task shares (its own options: check_annotated)
     "downstream.train_items": Int(1, null="every training item"),
     "downstream.featurizer.layer_norm": BOOL,
