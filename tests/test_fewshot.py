@@ -86,3 +86,9 @@ def test_fewshot_refuses_a_masked_lm_and_a_bad_template(gpt):
                                            ff_size=64))
     with pytest.raises(ConfigError, match="end with"):
         InContextClassifier(gpt, template="{label}: {text}")
+
+
+def test_an_unknown_label_word_is_a_config_error(gpt):
+    clf = InContextClassifier(gpt, verbalizer={"positive": "жж"})
+    with pytest.raises(ConfigError, match="жж"):
+        clf.label_scores(clf.prompt([], "the cat sat"), ["positive", "negative"])

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
 from speechssl.nn.masking import valid_mask
-from speechssl.text.data import pad_ids
+from speechssl.text.finetune import fit
 
 
 class OffRamps(nn.Module):
@@ -88,25 +88,21 @@ def stage_parameters(model: EarlyExitBERT, stage: int) -> list[nn.Parameter]:
 
 def train_stage(model: EarlyExitBERT, stage: int, data: list[tuple[Tensor, int]], steps: int,
                 lr: float, batch_size: int, seed: int, pad_id: int) -> list[float]:
-    """``steps`` Adam updates on random batches of (ids, label) pairs; returns the losses."""
+    """One of DeeBERT's stages (:func:`stage_parameters`) for ``steps`` updates; returns the
+    losses. Stage 2 runs the frozen upstream in eval mode (no dropout, as at inference)."""
     params = stage_parameters(model, stage)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    rng = np.random.default_rng([seed, stage])
     model.train()
     if stage == 2:
-        model.bert.eval()  # frozen: no dropout either, as at inference
-    losses, device = [], next(model.parameters()).device
-    for _ in range(steps):
-        pick = rng.choice(len(data), size=min(batch_size, len(data)), replace=False)
-        ids, lengths = pad_ids([data[i][0] for i in pick], pad_id)
-        y = torch.tensor([data[i][1] for i in pick], device=device)
-        logits = model.all_logits(ids.to(device), lengths.to(device))
-        loss = F.cross_entropy(logits[-1], y) if stage == 1 else \
-            sum(F.cross_entropy(lg, y) for lg in logits[:-1])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
+        model.bert.eval()
+
+    def loss_fn(ids: Tensor, lengths: Tensor, y: Tensor) -> Tensor:
+        logits = model.all_logits(ids, lengths)
+        if stage == 1:
+            return F.cross_entropy(logits[-1], y)
+        return sum(F.cross_entropy(lg, y) for lg in logits[:-1])
+
+    losses = fit(loss_fn, params, data, steps, lr, batch_size, seed * 2 + stage, pad_id,
+                 next(model.parameters()).device)
     model.eval()
     return losses
 

@@ -75,10 +75,19 @@ class InContextClassifier:
             ids.append(self.tok.sep_id)
         return ids + self.tokens(render(self.template, text, None))
 
+    def label_tokens(self, label: str) -> list[int]:
+        """The tokens of a label's word; a ConfigError when the tokenizer does not know it."""
+        word = verbalize(label, self.verbalizer)
+        ids = self.tokens(word)
+        if not ids or self.tok.unk_id in ids:
+            raise ConfigError(f"label {label!r}: its word {word!r} is unknown to the upstream's "
+                              f"tokenizer; name a known word in fewshot.verbalizer")
+        return ids
+
     @torch.no_grad()
     def label_scores(self, prompt: list[int], labels: list[str]) -> Tensor:
         """(L,) summed log-probabilities of each label's word after ``prompt``."""
-        words = [self.tokens(verbalize(lab, self.verbalizer)) for lab in labels]
+        words = [self.label_tokens(lab) for lab in labels]
         seqs = [prompt + w for w in words]
         T = max(map(len, seqs))
         if T > self.lm.max_length:
