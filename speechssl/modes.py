@@ -149,6 +149,16 @@ def early_exit(cfg: DictConfig) -> None:
     run_early_exit(cfg)
 
 
+@MODES.register("prompt_finetune")
+def prompt_finetune(cfg: DictConfig) -> None:
+    """LM-BFF's prompt-based fine-tuning of the bert upstream (speechssl/text/
+    prompt_finetune.py) against [CLS] + linear fine-tuning, at each of
+    ``prompt_finetune.train_items``."""
+    from speechssl.text.prompt_finetune import run_prompt_finetune
+
+    run_prompt_finetune(cfg)
+
+
 @MODES.register("synth")
 def synth(cfg: DictConfig) -> None:
     """Generate the synthesized corpus only."""

@@ -33,7 +33,7 @@ def fit(loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor], params: list[nn.Par
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
