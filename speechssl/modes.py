@@ -128,37 +128,6 @@ def pretrain(cfg: DictConfig) -> None:
     run_pretraining(cfg, corpus, resolve_device(cfg.device))
 
 
-@MODES.register("fewshot")
-def fewshot(cfg: DictConfig) -> None:
-    """In-context learning (speechssl/text/fewshot.py): the causal LM upstream (gpt) labels
-    the task's test items from k demonstrations in its prompt, no gradient update, for every
-    k of ``fewshot.shots`` and ``fewshot.seeds`` draws; the accuracy against k is printed
-    and written to ``<out_dir>/fewshot/<upstream tag>-<task>.json``."""
-    from speechssl.text.fewshot import run_fewshot
-
-    run_fewshot(cfg)
-
-
-@MODES.register("early_exit")
-def early_exit(cfg: DictConfig) -> None:
-    """DeeBERT's early exit (speechssl/text/early_exit.py): an off-ramp per layer of the bert
-    upstream, trained in two stages on a sentence task; accuracy against the average layers
-    run and the wall time saved, over ``early_exit.thresholds``."""
-    from speechssl.text.early_exit import run_early_exit
-
-    run_early_exit(cfg)
-
-
-@MODES.register("prompt_finetune")
-def prompt_finetune(cfg: DictConfig) -> None:
-    """LM-BFF's prompt-based fine-tuning of the bert upstream (speechssl/text/
-    prompt_finetune.py) against [CLS] + linear fine-tuning, at each of
-    ``prompt_finetune.train_items``."""
-    from speechssl.text.prompt_finetune import run_prompt_finetune
-
-    run_prompt_finetune(cfg)
-
-
 @MODES.register("synth")
 def synth(cfg: DictConfig) -> None:
     """Generate the synthesized corpus only."""
@@ -195,6 +164,37 @@ def compare(cfg: DictConfig) -> None:
 
     check_store(cfg.leaderboard)  # both arms record a row
     run_compare(cfg)
+
+
+@MODES.register("fewshot")
+def fewshot(cfg: DictConfig) -> None:
+    """In-context learning (speechssl/text/fewshot.py): the causal LM upstream (gpt) labels
+    the task's test items from k demonstrations in its prompt, no gradient update, for every
+    k of ``fewshot.shots`` and ``fewshot.seeds`` draws; the accuracy against k is printed
+    and written to ``<out_dir>/fewshot/<upstream tag>-<task>.json``."""
+    from speechssl.text.fewshot import run_fewshot
+
+    run_fewshot(cfg)
+
+
+@MODES.register("early_exit")
+def early_exit(cfg: DictConfig) -> None:
+    """DeeBERT's early exit (speechssl/text/early_exit.py): an off-ramp per layer of the bert
+    upstream, trained in two stages on a sentence task; accuracy against the average layers
+    run and the wall time saved, over ``early_exit.thresholds``."""
+    from speechssl.text.early_exit import run_early_exit
+
+    run_early_exit(cfg)
+
+
+@MODES.register("prompt_finetune")
+def prompt_finetune(cfg: DictConfig) -> None:
+    """LM-BFF's prompt-based fine-tuning of the bert upstream (speechssl/text/
+    prompt_finetune.py) against [CLS] + linear fine-tuning, at each of
+    ``prompt_finetune.train_items``."""
+    from speechssl.text.prompt_finetune import run_prompt_finetune
+
+    run_prompt_finetune(cfg)
 
 
 def in_sweep() -> bool:

@@ -43,7 +43,7 @@ def test_every_kind_is_registered_by_its_own_module():
     assert {"librispeech", "speech_commands", "glue", "squad", "conllu"} <= set(READERS.names())
     assert TUNING.names() == ["frozen", "full", "scratch", "adapter", "lora", "prefix", "prompt"]
     assert MODES.names() == ["train", "evaluate", "pretrain", "synth", "export", "leaderboard",
-                             "compare"]
+                             "compare", "fewshot", "early_exit", "prompt_finetune"]
     # a recipe for every registered upstream and task
     for name in UPSTREAMS.names():
         assert (RECIPES / "upstream" / f"{name}.yaml").is_file(), name

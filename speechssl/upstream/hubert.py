@@ -168,6 +168,9 @@ class HuBERT(Upstream):
         self.centroids.copy_(centroids.to(self.centroids))
         self.fitted.fill_(True)
 
+    def kmeans_title(self) -> str:
+        return f"[hubert] k-means iteration {self.iteration}"
+
     @torch.no_grad()
     def fit_targets(self, items: list[dict], device) -> tuple[Tensor, dict]:
         """k-means on the target features of ``items`` -> (centroids (K, F), quality report).
@@ -178,7 +181,7 @@ class HuBERT(Upstream):
         against energy-based speech/silence labels, cluster perplexity and usage."""
         from speechssl.data.audio import load_audio
 
-        hop = HOP_SAMPLES * (1 if self.iteration == 1 else self.downsample_rate // HOP_SAMPLES)
+        hop = self.downsample_rate // self.label_ratio  # samples per clustered frame
         feats, speech, phones, aligned = [], [], [], []
         for it in items:
             wav = load_audio(it["path"], self.sample_rate).to(device)
@@ -208,7 +211,7 @@ class HuBERT(Upstream):
             phone_text = (f"vs phone alignments ({report['phone_frames']} frames, "
                           f"{report['phones']} phones incl. sil): phone purity "
                           f"{ph['purity']:.3f}, PNMI {ph['pnmi']:.3f}")
-        print(f"[hubert] k-means iteration {self.iteration}: {report['frames']} frames, "
+        print(f"{self.kmeans_title()}: {report['frames']} frames, "
               f"{self.num_clusters} clusters, {report['clusters_used']} used, perplexity "
               f"{report['cluster_perplexity']:.1f}; {phone_text}; vs energy speech/silence "
               f"labels: purity {sil['purity']:.3f}, PNMI {sil['pnmi']:.3f}")
