@@ -11,6 +11,7 @@ class's own ``contract_options`` dict (if any), else its defaults.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -72,6 +73,19 @@ def _cases() -> list:
     return cases
 
 
+def tiny_hubert(folder) -> str:
+    """A small random HuBERT saved as a checkpoint (the teacher distilhubert's contract run
+    loads); its sizes fit distilhubert's contract options."""
+    from speechssl.checkpoint import save_weights
+
+    options = {**upstream_class("hubert").contract_options}
+    torch.manual_seed(0)
+    path = folder / "hubert.safetensors"
+    save_weights(path, build_upstream("hubert", **options),
+                 {"upstream": "hubert", "options": json.dumps(options)})
+    return str(path)
+
+
 @pytest.fixture(scope="module", params=_cases())
 def upstream(request, tmp_path_factory) -> Upstream:
     name, variant = request.param
@@ -83,6 +97,8 @@ def upstream(request, tmp_path_factory) -> Upstream:
         else:
             cls = upstream_class(name)
             options = CONTRACT_OPTIONS.get(name, getattr(cls, "contract_options", {}))
+            if name == "distilhubert":  # a student needs its teacher's checkpoint
+                options = {**options, "teacher": tiny_hubert(tmp_path_factory.mktemp("teacher"))}
         torch.manual_seed(0)
         up = build_upstream(name, **options).eval()
         up.contract_build = (name, options)  # for the checkpoint round trip

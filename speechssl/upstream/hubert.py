@@ -44,6 +44,16 @@ def _teacher_options(path: str) -> dict:
     return json.loads(meta.get("options", "{}"))
 
 
+def load_hubert(path: str, device) -> HuBERT:
+    """A trained HuBERT from its checkpoint (options from its metadata), frozen, eval mode:
+    the teacher of a second iteration and of DistilHuBERT."""
+    from speechssl.checkpoint import load_weights
+
+    model = HuBERT(**_teacher_options(path))
+    load_weights(path, model)
+    return model.eval().requires_grad_(False).to(device)
+
+
 @register_upstream("hubert")
 class HuBERT(Upstream):
     """Hidden states: the transformer input and each transformer layer, all ``hidden_size``
@@ -111,12 +121,7 @@ class HuBERT(Upstream):
     def teacher(self) -> Upstream:
         """The frozen iteration-1 model (loaded on first use; not part of this model)."""
         if not self._teacher:
-            from speechssl.checkpoint import load_weights
-
-            model = HuBERT(**{k: v for k, v in self._teacher_opts.items()})
-            load_weights(self.teacher_path, model)
-            model.eval().requires_grad_(False)
-            self._teacher.append(model.to(self.centroids.device))
+            self._teacher.append(load_hubert(self.teacher_path, self.centroids.device))
         return self._teacher[0]
 
     @torch.no_grad()
