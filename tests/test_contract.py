@@ -73,16 +73,16 @@ def _cases() -> list:
     return cases
 
 
-def tiny_hubert(folder) -> str:
-    """A small random HuBERT saved as a checkpoint (the teacher distilhubert's contract run
-    loads); its sizes fit distilhubert's contract options."""
+def tiny_checkpoint(name: str, folder) -> str:
+    """A small random upstream (its contract options) saved as a pre-training checkpoint: the
+    teacher or unit model another upstream's contract run loads."""
     from speechssl.checkpoint import save_weights
 
-    options = {**upstream_class("hubert").contract_options}
+    options = {**upstream_class(name).contract_options}
     torch.manual_seed(0)
-    path = folder / "hubert.safetensors"
-    save_weights(path, build_upstream("hubert", **options),
-                 {"upstream": "hubert", "options": json.dumps(options)})
+    path = folder / f"{name}.safetensors"
+    save_weights(path, build_upstream(name, **options),
+                 {"upstream": name, "options": json.dumps(options)})
     return str(path)
 
 
@@ -98,7 +98,11 @@ def upstream(request, tmp_path_factory) -> Upstream:
             cls = upstream_class(name)
             options = CONTRACT_OPTIONS.get(name, getattr(cls, "contract_options", {}))
             if name == "distilhubert":  # a student needs its teacher's checkpoint
-                options = {**options, "teacher": tiny_hubert(tmp_path_factory.mktemp("teacher"))}
+                options = {**options, "teacher": tiny_checkpoint(
+                    "hubert", tmp_path_factory.mktemp("teacher"))}
+            if name == "discrete_bert":  # and a discrete BERT its unit model's
+                options = {**options, "units": tiny_checkpoint(
+                    "vq_wav2vec", tmp_path_factory.mktemp("units"))}
         torch.manual_seed(0)
         up = build_upstream(name, **options).eval()
         up.contract_build = (name, options)  # for the checkpoint round trip

@@ -44,14 +44,12 @@ def _teacher_options(path: str) -> dict:
     return json.loads(meta.get("options", "{}"))
 
 
-def load_hubert(path: str, device) -> HuBERT:
-    """A trained HuBERT from its checkpoint (options from its metadata), frozen, eval mode:
-    the teacher of a second iteration and of DistilHuBERT."""
-    from speechssl.checkpoint import load_weights
+def load_hubert(path: str, device, key: str = "teacher") -> HuBERT:
+    """A trained HuBERT from its checkpoint, frozen, eval mode: the teacher of a second
+    iteration and of DistilHuBERT."""
+    from speechssl.upstream.load import frozen_from_checkpoint
 
-    model = HuBERT(**_teacher_options(path))
-    load_weights(path, model)
-    return model.eval().requires_grad_(False).to(device)
+    return frozen_from_checkpoint(path, key, device, kinds=("hubert",))
 
 
 @register_upstream("hubert")

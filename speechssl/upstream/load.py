@@ -132,3 +132,22 @@ def pretrained_weights(cfg: DictConfig, corpus: Corpus, device: torch.device) ->
         check_not_longer(path.parent, done, steps)
     print(f"[upstream] using pre-trained {cfg.upstream.name}: {path}")
     return path
+
+
+def frozen_from_checkpoint(path: str, key: str, device, kinds: tuple[str, ...] = ()) -> Upstream:
+    """The upstream a pre-training checkpoint holds (its ``upstream`` name and ``options`` from
+    the metadata), weights loaded, frozen, in eval mode: the teachers and unit models other
+    upstreams read. ``key`` names the option in errors; ``kinds``: the upstream names
+    accepted (any when empty)."""
+    import json
+
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"upstream.{key}={path!r}: checkpoint file not found")
+    meta = read_metadata(path)
+    name = meta.get("upstream")
+    if name is None or (kinds and name not in kinds):
+        raise ConfigError(f"upstream.{key}={path!r} is a {name!r} checkpoint; expected "
+                          f"{', '.join(kinds) or 'a pre-training checkpoint'}")
+    model = build_upstream(name, **json.loads(meta.get("options", "{}")))
+    load_weights(path, model)
+    return model.eval().requires_grad_(False).to(device)
