@@ -143,7 +143,7 @@ IN_PROCESS = {
                     "fold: int | None)"),
     "mode-unknown": (["mode=fly"],
                      "mode='fly'; valid modes: train, evaluate, pretrain, synth, export, "
-                     "leaderboard, compare"),
+                     "leaderboard, compare, fewshot, early_exit, prompt_finetune"),
     "layer-float": (["downstream.featurizer.layer=1.5"],
                     "downstream.featurizer.layer=1.5: must be null (a learned weighted sum of all "
                     "layers) or an integer (a layer index; -1 = the last)"),
