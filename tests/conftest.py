@@ -50,3 +50,14 @@ def make_cfg(data_dir, tmp_path):
                 "progress=false", "device=cpu", *overrides])
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def clips(tiny_corpus):
+    """Four tiny-corpus utterances cut to one second (from 0.5 s in): (B, S) audio and (B,)
+    lengths, for a few dozen fast pre-training steps."""
+    from speechssl.data.batching import AudioDataset, collate_audio
+
+    items = tiny_corpus.items("pretrain", "train")[:4]
+    batch = collate_audio([AudioDataset(items)[i] for i in range(len(items))])
+    return batch["audio"][:, 8000:24000].contiguous(), torch.full((4,), 16000)

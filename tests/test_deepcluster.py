@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from speechssl.upstream import build_upstream
@@ -10,15 +9,6 @@ from speechssl.upstream.deepcluster import DeepCluster
 
 OPTS = {**DeepCluster.contract_options, "frontend": "fbank", "dropout": 0.0,
         "attention_dropout": 0.0, "feature_dropout": 0.0, "recluster_every": 30}
-
-
-@pytest.fixture(scope="module")
-def clips(tiny_corpus):
-    from speechssl.data.batching import AudioDataset, collate_audio
-
-    items = tiny_corpus.items("pretrain", "train")[:4]
-    batch = collate_audio([AudioDataset(items)[i] for i in range(len(items))])
-    return batch["audio"][:, 8000:24000].contiguous(), torch.full((4,), 16000)
 
 
 def test_learns_its_own_pseudo_labels_round_after_round(tiny_corpus, clips, tmp_path, capsys):

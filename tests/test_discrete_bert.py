@@ -25,15 +25,6 @@ def units(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def clips(tiny_corpus):
-    from speechssl.data.batching import AudioDataset, collate_audio
-
-    items = tiny_corpus.items("pretrain", "train")[:4]
-    batch = collate_audio([AudioDataset(items)[i] for i in range(len(items))])
-    return batch["audio"][:, 8000:24000].contiguous(), torch.full((4,), 16000)
-
-
 def test_tokens_are_the_unit_models_code_pairs(units, clips):
     up = build_upstream("discrete_bert", units=units, **BERT)
     codes, n = up.unit_model().codes(*clips)

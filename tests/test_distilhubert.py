@@ -29,15 +29,6 @@ def teacher(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def clips(tiny_corpus):
-    from speechssl.data.batching import AudioDataset, collate_audio
-
-    items = tiny_corpus.items("pretrain", "train")[:4]
-    batch = collate_audio([AudioDataset(items)[i] for i in range(len(items))])
-    return batch["audio"][:, 8000:24000].contiguous(), torch.full((4,), 16000)
-
-
 def test_student_starts_from_the_teacher_and_learns_its_layers(teacher, clips, tmp_path):
     """Measured: the cosine to the teacher's layers 1 and 3 climbs from about 0.5 to above
     0.9 in 60 updates; the teacher never gets a gradient."""

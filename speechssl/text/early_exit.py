@@ -131,36 +131,22 @@ def run_early_exit(cfg) -> dict:
     """``mode=early_exit``: the two training stages on the task's train split, then the
     threshold curve on its test split; printed and written to
     ``<out_dir>/early_exit/<upstream tag>-<task>.json``."""
-    import json
-    from pathlib import Path
-
-    from downstream.base import task_from_config
-    from speechssl.atomic import atomic_write_text
-    from speechssl.data.corpus import load_corpus
-    from speechssl.runtime import resolve_device
-    from speechssl.upstream.load import load_upstream
+    from speechssl.text.finetune import sentence_task, write_result
 
     ec = cfg.early_exit
-    task = task_from_config(cfg.downstream)
-    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
-    splits = task.splits(corpus)
-    if not all("text" in it and "label" in it for it in splits["train"][:1]):
-        raise ConfigError(f"mode=early_exit needs a sentence classification task (text, label), "
-                          f"not downstream={task.name}")
-    bert, info = load_upstream(cfg, corpus, resolve_device(cfg.device))
+    task, corpus, splits, bert, info, device = sentence_task(cfg, "early_exit",
+                                                             int(ec.test_items or 0))
     if not hasattr(bert, "pair_head"):
         raise ConfigError(f"mode=early_exit needs upstream=bert, not {cfg.upstream.name}")
     labels = sorted({str(it["label"]) for it in splits["train"]})
     index = {c: i for i, c in enumerate(labels)}
 
-    def encode(items: list[dict], limit: int = 0) -> list[tuple[Tensor, int]]:
-        if 0 < limit < len(items):
-            items = [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+    def encode(items: list[dict]) -> list[tuple[Tensor, int]]:
         return [(torch.tensor(bert.encode_ids(it)), index[str(it["label"])]) for it in items]
 
     torch.manual_seed(cfg.seed)
-    model = EarlyExitBERT(bert, len(labels)).to(next(bert.parameters()).device)
-    train, test = encode(splits["train"]), encode(splits["test"], int(ec.test_items or 0))
+    model = EarlyExitBERT(bert, len(labels)).to(device)
+    train, test = encode(splits["train"]), encode(splits["test"])
     t0 = time.time()
     s1 = train_stage(model, 1, train, int(ec.steps), float(ec.lr), int(ec.batch_size), cfg.seed,
                      bert.pad_id)
@@ -178,8 +164,6 @@ def run_early_exit(cfg) -> dict:
     for r in curve:
         print(f"| {r['threshold']} | {r['accuracy']:.2f} | {r['avg_layers']:.2f} | "
               f"{100 * r['time_saved']:.0f} % |")
-    out = Path(cfg.out_dir) / "early_exit" / f"{info.tag(cfg.upstream.name)}-{task.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=1))
+    out = write_result(cfg, "early_exit", info.tag(cfg.upstream.name), task.name, result)
     print(f"[early_exit] written {out}")
     return result

@@ -119,35 +119,21 @@ class InContextClassifier:
 def run_fewshot(cfg) -> dict:
     """``mode=fewshot``: accuracy against k on the task's test split (``fewshot.test_items`` > 0:
     that many, evenly spaced), one value per seed and their mean; written as JSON."""
-    import json
     import time
-    from pathlib import Path
 
     from omegaconf import OmegaConf
 
-    from downstream.base import task_from_config
     from speechssl import metrics
-    from speechssl.atomic import atomic_write_text
-    from speechssl.data.corpus import load_corpus
-    from speechssl.runtime import resolve_device
-    from speechssl.upstream.load import load_upstream
+    from speechssl.text.finetune import sentence_task, write_result
 
     fc = cfg.fewshot
-    shots, seeds, limit = [int(k) for k in fc.shots], int(fc.seeds), int(fc.test_items or 0)
+    shots, seeds = [int(k) for k in fc.shots], int(fc.seeds)
     if not shots or min(shots) < 0 or seeds < 1:
         raise ConfigError(f"fewshot.shots={list(fc.shots)} must be integers >= 0 and "
                           f"fewshot.seeds={fc.seeds} >= 1")
-    device = resolve_device(cfg.device)
-    task = task_from_config(cfg.downstream)
-    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
-    splits = task.splits(corpus)
-    if not all("text" in it and "label" in it for it in splits["train"][:1]):
-        raise ConfigError(f"mode=fewshot needs a sentence classification task (text, label), "
-                          f"not downstream={task.name}")
+    task, corpus, splits, lm, info, device = sentence_task(cfg, "fewshot",
+                                                           int(fc.test_items or 0))
     test = splits["test"]
-    if 0 < limit < len(test):
-        test = [test[i] for i in np.linspace(0, len(test) - 1, limit).round().astype(int)]
-    lm, info = load_upstream(cfg, corpus, device)
     verbalizer = OmegaConf.to_container(fc.verbalizer) if fc.verbalizer else None
     clf = InContextClassifier(lm, str(fc.template), verbalizer, device)
     refs = [str(it["label"]) for it in test]
@@ -165,8 +151,6 @@ def run_fewshot(cfg) -> dict:
               f"({', '.join(f'{a:.2f}' for a in accs)})")
     majority = max(refs.count(c) for c in set(refs)) / len(refs) * 100
     result.update(majority_class=majority, seconds=round(time.time() - t0, 1))
-    out = Path(cfg.out_dir) / "fewshot" / f"{info.tag(cfg.upstream.name)}-{task.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=1))
+    out = write_result(cfg, "fewshot", info.tag(cfg.upstream.name), task.name, result)
     print(f"[fewshot] majority class {majority:.2f}; written {out}")
     return result

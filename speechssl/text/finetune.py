@@ -52,3 +52,45 @@ def balanced_subset(items: list[dict], n: int, seed: int, key: str = "label") ->
             if pools[lab] and len(picks) < n:
                 picks.append(int(pools[lab].pop()))
     return [items[i] for i in sorted(picks)]
+
+
+def evenly_spaced(items: list, n: int) -> list:
+    """``n`` > 0 items evenly spaced over ``items`` (all when n is 0 or covers them)."""
+    if 0 < n < len(items):
+        return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+    return items
+
+
+def sentence_task(cfg, mode: str, test_items: int = 0):
+    """What the text modes start from: the task (a sentence classification task: items with
+    ``text`` and ``label``, else a ConfigError naming ``mode``), the corpus, its splits (test
+    cut to ``test_items`` evenly spaced), the frozen upstream with its info, and the device."""
+    from downstream.base import task_from_config
+    from speechssl.data.corpus import load_corpus
+    from speechssl.errors import ConfigError
+    from speechssl.runtime import resolve_device
+    from speechssl.upstream.load import load_upstream
+
+    device = resolve_device(cfg.device)
+    task = task_from_config(cfg.downstream)
+    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
+    splits = task.splits(corpus)
+    if not all("text" in it and "label" in it for it in splits["train"][:1]):
+        raise ConfigError(f"mode={mode} needs a sentence classification task (text, label), "
+                          f"not downstream={task.name}")
+    splits["test"] = evenly_spaced(splits["test"], test_items)
+    model, info = load_upstream(cfg, corpus, device)
+    return task, corpus, splits, model, info, device
+
+
+def write_result(cfg, mode: str, tag: str, task: str, result: dict):
+    """``result`` as JSON in ``<out_dir>/<mode>/<upstream tag>-<task>.json`` (atomically)."""
+    import json
+    from pathlib import Path
+
+    from speechssl.atomic import atomic_write_text
+
+    out = Path(cfg.out_dir) / mode / f"{tag}-{task}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=1))
+    return out

@@ -119,36 +119,21 @@ def run_prompt_finetune(cfg) -> dict:
     seed; test accuracy printed and written to
     ``<out_dir>/prompt_finetune/<upstream tag>-<task>.json``."""
     import copy
-    import json
     import time
-    from pathlib import Path
 
     from omegaconf import OmegaConf
 
-    from downstream.base import task_from_config
-    from speechssl.atomic import atomic_write_text
-    from speechssl.data.corpus import load_corpus
-    from speechssl.runtime import resolve_device
-    from speechssl.upstream.load import load_upstream
+    from speechssl.text.finetune import sentence_task, write_result
 
     pc = cfg.prompt_finetune
-    task = task_from_config(cfg.downstream)
-    corpus = load_corpus(cfg.corpus, cfg.data_dir, progress=cfg.progress)
-    splits = task.splits(corpus)
-    if not all("text" in it and "label" in it for it in splits["train"][:1]):
-        raise ConfigError(f"mode=prompt_finetune needs a sentence classification task (text, "
-                          f"label), not downstream={task.name}")
-    device = resolve_device(cfg.device)
-    bert, info = load_upstream(cfg, corpus, device)
+    task, corpus, splits, bert, info, device = sentence_task(cfg, "prompt_finetune",
+                                                             int(pc.test_items or 0))
     if not hasattr(bert, "mlm_logits"):
         raise ConfigError(f"mode=prompt_finetune needs a masked LM upstream (upstream=bert), "
                           f"not {cfg.upstream.name}")
     labels = sorted({str(it["label"]) for it in splits["train"]})
     verbalizer = OmegaConf.to_container(pc.verbalizer) if pc.verbalizer else None
     test = splits["test"]
-    limit = int(pc.test_items or 0)
-    if 0 < limit < len(test):
-        test = [test[i] for i in np.linspace(0, len(test) - 1, limit).round().astype(int)]
     result = {"upstream": cfg.upstream.name, "weights_hash": info.weights_hash, "task": task.name,
               "corpus": corpus.key, "template": str(pc.template), "verbalizer": verbalizer,
               "demonstrations": bool(pc.demonstrations), "steps": int(pc.steps),
@@ -179,8 +164,6 @@ def run_prompt_finetune(cfg) -> dict:
         result["accuracy"][str(n)] = row
         print(f"| {n} | {row['prompt']:.2f} | {row['head']:.2f} |")
     result["seconds"] = round(time.time() - t0, 1)
-    out = Path(cfg.out_dir) / "prompt_finetune" / f"{info.tag(cfg.upstream.name)}-{task.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=1))
+    out = write_result(cfg, "prompt_finetune", info.tag(cfg.upstream.name), task.name, result)
     print(f"[prompt_finetune] written {out}")
     return result
