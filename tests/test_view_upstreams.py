@@ -67,7 +67,9 @@ def _mean_metric(up, clips, key: str, draws: int = 4) -> float:
     return sum(values) / len(values)
 
 
-@pytest.mark.parametrize("key", sorted(TINY))
+# delores-vicreg learns as well (0.36-0.58 measured); its loss is checked against the formula
+# (tests/test_joint_embedding.py), and the objective runs are kept to one per model for CI time
+@pytest.mark.parametrize("key", ["byol_a", "delores", "speech_simclr"])
 def test_views_of_a_clip_are_recognised_far_above_chance(key, clips):
     """Measured (80 steps, lr 3e-3, seeds 0 and 1): byol_a 0.38 (6x chance), delores
     0.44-0.47, delores-vicreg 0.36-0.58, speech_simclr (1-s crops) 0.31-0.48 (10-15x); the
