@@ -77,6 +77,10 @@ SPECS: dict[str, tuple[dict, str | None, str]] = {
     "wav2vec2": ({**BASE_768, "final_dim": 256}, "wav2vec2",
                  "BASE: conv 512 (stride 320) + 12 x 768 transformer, conv positions 128"),
     "hubert": ({**BASE_768, "final_dim": 256}, "hubert", "BASE, same backbone"),
+    "distilhubert": ({**BASE_768, "num_layers": 2, "teacher_hidden": 768,
+                      "target_layers": [4, 8, 12]}, None,
+                     "DistilHuBERT: HuBERT BASE's conv encoder + 2 x 768 transformer (the "
+                     "prediction heads are not run); s3prl's side not built here"),
     "data2vec": ({**BASE_768, "top_k": 8}, "data2vec",
                  "BASE backbone as ours (group-norm extractor, one conv-position layer of "
                  "128); fairseq's data2vec uses a layer-norm extractor and 5 conv-position "

@@ -13,17 +13,27 @@ from hydra import compose, initialize_config_dir
 # importing speechssl.config also stores the class defaults the recipes compose on
 from speechssl.config import RECIPES  # noqa: E402
 
-# SPEECHSSL_TEST_THREADS=1 when other jobs share the cores: recurrent layers slow down
-# many times over when threads outnumber free cores
-torch.set_num_threads(int(os.environ.get("SPEECHSSL_TEST_THREADS", "2")))
+# pytest-xdist workers (pyproject's addopts: -n auto, at most 2): each gets one torch
+# thread, so the workers never ask for more threads than there are cores; recurrent layers
+# slow down many times over when threads outnumber free cores. SPEECHSSL_TEST_THREADS=1
+# for a serial run (-n 0) when other jobs share the cores.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+torch.set_num_threads(int(os.environ.get("SPEECHSSL_TEST_THREADS",
+                                         "1" if XDIST_WORKER else "2")))
 
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """A data dir holding the tiny synthesized corpus (seed 0)."""
+    """A data dir holding the tiny synthesized corpus (seed 0); under pytest-xdist one dir
+    for all workers (the run's common temp dir: ensure_corpus lets one caller synthesize
+    while the others wait, and tests that change a corpus change a copy)."""
     from speechssl.data.synth import ensure_corpus
 
-    root = tmp_path_factory.mktemp("data")
+    if XDIST_WORKER:
+        root = tmp_path_factory.getbasetemp().parent / "data"
+        root.mkdir(exist_ok=True)
+    else:
+        root = tmp_path_factory.mktemp("data")
     ensure_corpus(root / "synth", size="tiny", seed=0, progress=False)
     return root
 

@@ -68,19 +68,15 @@ def test_apc_only_predicts_from_the_past():
     assert not torch.allclose(h1[0, 30:], h2[0, 30:])
 
 
-def test_apc_loss_falls_on_tiny_corpus(tiny_corpus):
-    from speechssl.data.batching import AudioDataset, collate_audio
-
+def test_apc_loss_falls_on_tiny_corpus(clips):
     torch.manual_seed(0)
-    items = tiny_corpus.items("pretrain", "train")[:16]
-    batch = collate_audio([AudioDataset(items)[i] for i in range(len(items))])
     up = build_upstream("apc", hidden_size=128)
     opt = torch.optim.Adam(up.parameters(), lr=1e-3)
     losses = []
     for _ in range(30):
-        loss = up.pretrain_loss(batch["audio"], batch["lengths"])["loss"]
+        loss = up.pretrain_loss(*clips)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.8 * losses[0], losses
+    assert losses[-1] < 0.8 * losses[0], losses  # about 0.62 x on the four clips

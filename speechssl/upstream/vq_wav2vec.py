@@ -29,7 +29,7 @@ from speechssl.nn.masking import valid_mask
 from speechssl.nn.quantize import GroupedKMeansQuantizer, GumbelQuantizer
 from speechssl.nn.random import generator_from_global
 from speechssl.upstream.base import Upstream, UpstreamOutput, register_upstream
-from speechssl.upstream.wav2vec import CausalConvContext, step_scores
+from speechssl.upstream.wav2vec import LOSSES, CausalConvContext, step_scores
 
 VQ_TYPES = ("gumbel", "kmeans")
 
@@ -46,8 +46,11 @@ class VQWav2Vec(Upstream):
                  vq_type: str = "gumbel", groups: int = 2, num_codes: int = 320,
                  gamma: float = 0.25, temperature: list[float] = (2.0, 0.5, 0.999995),
                  vq_depth: int = 2, combine_groups: bool = True,
-                 log_compression: bool = False, skip: bool = False, dropout: float = 0.0):
+                 log_compression: bool = False, skip: bool = False, dropout: float = 0.0,
+                 loss: str = "binary"):
         super().__init__()
+        if loss not in LOSSES:
+            raise ConfigError(f"upstream.loss={loss!r}; valid: {', '.join(LOSSES)}")
         if vq_type not in VQ_TYPES:
             raise ConfigError(f"upstream.vq_type={vq_type!r}; valid: {', '.join(VQ_TYPES)}")
         if hidden_size % groups:
@@ -70,6 +73,7 @@ class VQWav2Vec(Upstream):
         self.context = CausalConvContext(hidden_size, context_layers, context_kernel, dropout, skip)
         self.steps = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(n_predict))
         self.num_negatives = num_negatives
+        self.loss = loss
 
     def _quantize(self, wavs: Tensor, lengths: Tensor):
         z, n = self.encoder(wavs, lengths)
@@ -97,7 +101,7 @@ class VQWav2Vec(Upstream):
         c = self.context(q, n)[-1]
         neg_idx = sample_negatives(valid_mask(n, q.shape[1]), self.num_negatives,
                                    generator_from_global())
-        loss, acc = step_scores(c, q, n, neg_idx, self.steps)
+        loss, acc = step_scores(c, q, n, neg_idx, self.steps, self.loss)
         out = {"contrastive": loss.detach(), "accuracy": acc}
         if self.vq_type == "kmeans":
             loss = loss + vq["loss"]

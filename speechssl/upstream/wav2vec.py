@@ -17,7 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from speechssl.errors import ConfigError
-from speechssl.nn.contrastive import binary_contrastive, gather_frames, sample_negatives
+from speechssl.nn.contrastive import (
+    binary_contrastive,
+    gather_frames,
+    info_nce,
+    sample_negatives,
+)
 from speechssl.nn.conv_encoder import (
     CPC_KERNELS,
     CPC_STRIDES,
@@ -60,12 +65,17 @@ class CausalConvContext(nn.Module):
         return outs
 
 
+LOSSES = ("binary", "infonce")
+
+
 def step_scores(c: Tensor, z: Tensor, lengths: Tensor, neg_idx: Tensor, steps: nn.ModuleList,
-                ) -> tuple[Tensor, Tensor]:
-    """The binary contrastive loss summed over steps, and the mean accuracy.
+                loss: str = "binary") -> tuple[Tensor, Tensor]:
+    """The contrastive loss summed over steps, and the mean accuracy.
 
     c: (B, T, C) context, z: (B, T, C) targets, neg_idx: (B, T, K) distractor indices
-    (flat B * T) for each target frame; steps[k - 1] maps c_i to the prediction of z_{i+k}."""
+    (flat B * T) for each target frame; steps[k - 1] maps c_i to the prediction of z_{i+k}.
+    loss: "binary" (wav2vec's) or "infonce" (cross-entropy of the positive among the
+    1 + K dot products: fairseq's ``--infonce``)."""
     T = z.shape[1]
     negs = gather_frames(z, neg_idx)  # (B, T, K, C)
     total, accs = z.new_zeros(()), []
@@ -76,8 +86,11 @@ def step_scores(c: Tensor, z: Tensor, lengths: Tensor, neg_idx: Tensor, steps: n
         pred = step(c[:, :T - k])[valid]  # (N, C)
         pos = (pred * z[:, k:][valid]).sum(-1)
         neg = (pred.unsqueeze(1) * negs[:, k:][valid]).sum(-1)
-        loss, acc = binary_contrastive(pos, neg)
-        total = total + loss
+        if loss == "infonce":
+            step_loss, acc = info_nce(torch.cat([pos.unsqueeze(1), neg], 1))
+        else:
+            step_loss, acc = binary_contrastive(pos, neg)
+        total = total + step_loss
         accs.append(acc)
     if not accs:
         raise ConfigError(f"sequences of {T} frames are too short to predict 1 step")

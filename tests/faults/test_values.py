@@ -2,8 +2,8 @@
 
 Part 3: every bad config value stops before any work, in one line naming the key and the
 valid range (speechssl/schema.py, speechssl/config.py ``check_values``), exit status 2, no
-traceback, nothing recorded. Each case runs ``python run.py`` in a subprocess; they run two
-at a time in one module fixture, and each case is its own test.
+traceback, nothing recorded. Each case goes through the command line's entry point (two of
+them through a ``python run.py`` process, the others through speechssl.cli.cli in-process).
 
 Part 2: an upstream whose outputs are not a result (NaN, layers of different widths, lengths
 in samples, frames off its downsample rate, a constant layer, fp16 overflow) stops on the
@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -182,25 +181,39 @@ def apc_checkpoint(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory) -> dict:
-    """Every case of CASES through ``python run.py``, two at a time: id -> (completed
-    process, its out_dir, its data_dir, the expected line)."""
-    base = tmp_path_factory.mktemp("values")
-    names = {"file": str(base / "a-file"), "ckpt": str(apc_checkpoint(base / "apc64.safetensors"))}
+# these cases go through a real `python run.py` process; the others call the same entry
+# point (speechssl.cli.cli) in this process: one interpreter start per case was most of
+# this file's time
+THROUGH_A_PROCESS = ("seed-abc", "ckpt-other-size")
+
+
+def run_cli(case: str, tmp_path: Path, capsys, monkeypatch) -> tuple[int, str, Path, Path, str]:
+    """CASES[case] through the command line: (exit code, stderr, out_dir, data_dir, the
+    expected line)."""
+    names = {"file": str(tmp_path / "a-file"),
+             "ckpt": str(apc_checkpoint(tmp_path / "apc64.safetensors"))}
     Path(names["file"]).write_text("not a directory\n")
+    overrides, line = CASES[case]
+    out, data = tmp_path / "out", tmp_path / "data"
+    args = [f"out_dir={out}", f"data_dir={data}", "device=cpu",
+            *(o.format(**names) for o in overrides)]
+    if case in THROUGH_A_PROCESS:
+        proc = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+        code, stderr = proc.returncode, proc.stderr
+    else:
+        from speechssl.cli import cli
 
-    def run(case: str):
-        overrides, line = CASES[case]
-        out, data = base / case / "out", base / case / "data"
-        args = [o.format(**names) for o in overrides]
-        proc = subprocess.run([sys.executable, "run.py", f"out_dir={out}", f"data_dir={data}",
-                               "device=cpu", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
-        return case, (proc, out, data, "error: " + line.format(**names))
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(run, CASES))
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "run.py"), *args])
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+        capsys.readouterr()
+        try:
+            cli()
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        stderr = capsys.readouterr().err
+    return code, stderr, out, data, "error: " + line.format(**names)
 
 
 @pytest.mark.parametrize("case", list(IN_PROCESS))
@@ -214,11 +227,11 @@ def test_more_bad_values_name_the_key_and_range(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_value_stops_before_any_work(cli_runs, case):
-    proc, out, data, line = cli_runs[case]
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [line]
+def test_bad_value_stops_before_any_work(case, tmp_path, capsys, monkeypatch):
+    code, stderr, out, data, line = run_cli(case, tmp_path, capsys, monkeypatch)
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == [line]
     # nothing recorded, nothing started: no leaderboard, no runs, not even a directory
     assert not (out / "leaderboard.sqlite").exists() and not (out / "runs").exists()
     assert not out.exists() and not data.exists()
