@@ -255,3 +255,32 @@ def test_masked_group_norm_ignores_padding():
     mask = valid_mask(torch.tensor([9]), 14)
     assert torch.allclose(norm(padded, mask)[..., :9], ref(x), atol=1e-5)
     assert torch.allclose(norm(x), ref(x))  # no mask: plain GroupNorm
+
+
+def test_wav2vec_step_scores_infonce_against_a_loop():
+    """upstream.loss=infonce (wav2vec / vq-wav2vec): per step k, the cross-entropy of the
+    true z_{i+k} among it and its distractors, averaged over the valid pairs, summed over k;
+    with every target alike (a collapsed codebook) it is k ln(1 + K), chance, not a minimum."""
+    from speechssl.upstream.wav2vec import step_scores
+
+    torch.manual_seed(0)
+    B, T, C, K = 2, 6, 4, 3
+    c, z, lengths = torch.randn(B, T, C), torch.randn(B, T, C), torch.tensor([6, 4])
+    neg_idx = sample_negatives(valid_mask(lengths, T), K, torch.Generator().manual_seed(0))
+    steps = torch.nn.ModuleList(torch.nn.Linear(C, C) for _ in range(2))
+    loss, acc = step_scores(c, z, lengths, neg_idx, steps, "infonce")
+    flat, expected, accs = z.reshape(-1, C), 0.0, []
+    for k in (1, 2):
+        rows, hits = [], []
+        for b in range(B):
+            for i in range(int(lengths[b]) - k):
+                scores = torch.cat([z[b, i + k][None], flat[neg_idx[b, i + k]]]) @ steps[k - 1](c[b, i])
+                rows.append(-torch.log_softmax(scores, 0)[0])
+                hits.append(bool((scores[0] > scores[1:]).all()))
+        expected += torch.stack(rows).mean().item()
+        accs.append(sum(hits) / len(hits))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert acc.item() == pytest.approx(sum(accs) / 2)
+    same = torch.ones(B, T, C)
+    collapsed, _ = step_scores(c, same, lengths, neg_idx, steps, "infonce")
+    assert collapsed.item() == pytest.approx(2 * math.log(1 + K), rel=1e-5)

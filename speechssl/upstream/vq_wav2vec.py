@@ -8,8 +8,9 @@ Gumbel-softmax (hard one-hot forward, temperature annealed from 2 to 0.5; logits
 two-layer projection and one codebook shared by the groups, as fairseq's recipe: --vq-depth 2
 --combine-groups; ``vq_depth=1`` is a single N(0, 1) layer, as wav2vec 2.0) or by online
 k-means (nearest entry of a per-group-normalised z, straight-through, loss ||sg(z) - ẑ||^2 + gamma ||z - sg(ẑ)||^2,
-gamma = 0.25). The context network reads ẑ and the loss predicts future ẑ. ``codes``
-gives the discrete ids (B, T, G).
+gamma = 0.25). The context network reads ẑ and the loss predicts future ẑ (wav2vec's binary
+loss, or ``loss="infonce"``, where a collapsed codebook scores chance instead of a low
+loss). ``codes`` gives the discrete ids (B, T, G).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Encoder: 5 conv layers on the waveform (kernels 10,8,4,4,4, strides 5,4,2,2,2: 1
 frames), group norm, ReLU, giving z. Context: 9 causal conv layers (kernel 3, stride 1) giving
 c. For each step k = 1..K (K = 12) an affine step h_k(c_i) scores the true future z_{i+k}
 against ``num_negatives`` (10) distractors drawn uniformly from the same sequence, with the
-binary loss -log s(z_{i+k}.h_k(c_i)) - sum log s(-z~.h_k(c_i)), summed over k.
+binary loss -log s(z_{i+k}.h_k(c_i)) - sum log s(-z~.h_k(c_i)), summed over k
+(``loss="infonce"``: the softmax cross-entropy over the 1 + K candidates, fairseq's --infonce).
 wav2vec large's log compression and scaled skip connections are options.
 """
 
@@ -106,10 +107,14 @@ class Wav2Vec(Upstream):
     def __init__(self, hidden_size: int = 512, kernels: list[int] = CPC_KERNELS,
                  strides: list[int] = CPC_STRIDES, context_layers: int = 9,
                  context_kernel: int = 3, n_predict: int = 12, num_negatives: int = 10,
-                 log_compression: bool = False, skip: bool = False, dropout: float = 0.0):
+                 log_compression: bool = False, skip: bool = False, dropout: float = 0.0,
+                 loss: str = "binary"):
         super().__init__()
         if n_predict < 1 or num_negatives < 1 or context_layers < 1:
             raise ConfigError("upstream.n_predict, num_negatives and context_layers must be >= 1")
+        if loss not in LOSSES:
+            raise ConfigError(f"upstream.loss={loss!r}; valid: {', '.join(LOSSES)}")
+        self.loss = loss
         self.encoder = ConvFeatureEncoder(hidden_size, kernels, strides, norm="group",
                                           activation="relu", log_compression=log_compression)
         self.downsample_rate = self.encoder.stride
@@ -130,5 +135,5 @@ class Wav2Vec(Upstream):
         z = outs[0]
         neg_idx = sample_negatives(valid_mask(n, z.shape[1]), self.num_negatives,
                                    generator_from_global())
-        loss, acc = step_scores(outs[-1], z, n, neg_idx, self.steps)
+        loss, acc = step_scores(outs[-1], z, n, neg_idx, self.steps, self.loss)
         return {"loss": loss, "accuracy": acc}
