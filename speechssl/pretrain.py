@@ -262,6 +262,7 @@ def _pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device, run: Path) 
         lr = lr_at(state["step"], pc)
         for group in opt.param_groups:
             group["lr"] = lr
+        model.before_step(state["step"])  # e.g. deepcluster's new round
         out, grad_norm = loop.step(step_model, model_inputs(batch, device), opt, state,
                                    weight=weight, device=device, precision=precision_of(cfg),
                                    grad_clip=pc.grad_clip)

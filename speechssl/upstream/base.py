@@ -66,6 +66,11 @@ class Upstream(nn.Module):
         with the Corpus, the run directory (for caches such as HuBERT's k-means targets)
         and the device. The default does nothing."""
 
+    def before_step(self, step: int) -> None:
+        """Called by the pre-training loop before each optimizer step; ``step`` counts the
+        steps done so far (0 before the first; never called once the budget is spent). The
+        default does nothing; deepcluster starts a new round here."""
+
     def after_step(self, step: int) -> None:
         """Called by the pre-training loop after each optimizer step; ``step`` counts the
         steps done so far (1 after the first). The default does nothing; data2vec updates

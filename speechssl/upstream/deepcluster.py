@@ -112,6 +112,9 @@ class DeepCluster(HuBERT):
         return f"[deepcluster] k-means round {int(self.rounds) + 1} (layer {self.target_layer})"
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        if self.recluster_every and step % self.recluster_every == 0:
+    def before_step(self, step: int) -> None:
+        """A new round before update recluster_every * r + 1: never after the last update
+        (the saved model keeps the classifier of the round it trained), and a run resumed at
+        a round's boundary starts that round."""
+        if self.recluster_every and step > 0 and step % self.recluster_every == 0:
             self.recluster()
