@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -483,7 +484,8 @@ def test_variant_is_applied_and_does_not_linger(tmp_path):
     assert np.array_equal(a1, a2)
     assert not (len(a1) == len(b) and np.array_equal(a1, b))
     assert not (len(a1) == len(plain) and np.array_equal(a1, plain))
-    assert not list((data / "voices" / "!v").glob("speechssl-*"))
+    # this process's slot only: another test worker may be synthesizing with its own slot now
+    assert not (data / "voices" / "!v" / f"speechssl-{os.getpid()}").exists()
 
 
 def test_session_plan_and_channel():
