@@ -72,3 +72,30 @@ def test_units_must_be_a_discrete_model(tmp_path):
         build_upstream("discrete_bert", units=str(path), **BERT).unit_model()
     with pytest.raises(ConfigError, match="upstream.units"):
         build_upstream("discrete_bert", **BERT).unit_model()
+
+
+def test_a_cells_identity_covers_the_unit_models_bytes(units, make_cfg, tiny_corpus, tmp_path):
+    """The same BERT weights read through another unit model give other features: its
+    weights hash (the cell's and the feature cache's key) changes with the unit file's
+    content, not with its name."""
+    import shutil
+
+    from speechssl.upstream.load import load_upstream
+
+    bert = tmp_path / "bert.safetensors"
+    opts = {**BERT, "units": units}
+    save_weights(bert, build_upstream("discrete_bert", **opts),
+                 {"upstream": "discrete_bert", "options": json.dumps(opts)})
+    copy, other = tmp_path / "copy.safetensors", tmp_path / "other.safetensors"
+    shutil.copy(units, copy)
+    torch.manual_seed(1)
+    save_weights(other, build_upstream("vq_wav2vec", **UNITS),
+                 {"upstream": "vq_wav2vec", "options": json.dumps(UNITS)})
+
+    def weights_hash(unit_file):
+        cfg = make_cfg("upstream=discrete_bert", f"upstream.ckpt={bert}",
+                       f"upstream.units={unit_file}", "upstream.vocab_size=0",
+                       *(f"upstream.{k}={v}" for k, v in BERT.items()))
+        return load_upstream(cfg, tiny_corpus, torch.device("cpu"))[1].weights_hash
+
+    assert weights_hash(copy) == weights_hash(units) != weights_hash(other)

@@ -48,6 +48,31 @@ def test_run_directory_is_keyed_by_the_recipe_not_the_budget(make_cfg, tiny_corp
     assert pretrain_dir(other_lr, tiny_corpus) != pretrain_dir(base, tiny_corpus)
 
 
+def test_a_teacher_keys_the_run_by_its_content_not_its_path(make_cfg, tiny_corpus: Corpus,
+                                                            tmp_path):
+    """distilhubert's teacher (and discrete_bert's units, hubert's iteration-2 teacher): the
+    same bytes under another name are the same run; the file trained on in place (a longer
+    teacher run writes the same path) is another; a missing file is named."""
+    import pytest
+
+    from speechssl.errors import ConfigError
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    a.write_bytes(b"teacher weights, version 1")
+    b.write_bytes(a.read_bytes())
+
+    def run(teacher):
+        return pretrain_dir(make_cfg("upstream=distilhubert", f"upstream.teacher={teacher}",
+                                     f"out_dir={tmp_path}"), tiny_corpus)
+
+    first = run(a)
+    assert run(b) == first
+    a.write_bytes(b"teacher weights, version 2")
+    assert run(a) != first and run(b) == first
+    with pytest.raises(ConfigError, match=r"upstream\.teacher=.*missing.* not found"):
+        run(tmp_path / "missing.safetensors")
+
+
 def test_a_cell_asking_for_more_steps_pre_trains_on_and_fewer_is_an_error(
         make_cfg, tiny_corpus: Corpus, tmp_path):
     import pytest

@@ -44,6 +44,10 @@ class Upstream(nn.Module):
     # when we build its weights; adapter, lora, prefix, prompt need speechssl's
     # TransformerEncoder (speechssl.tuning.ENCODER_MODES); no parameters: frozen only
     tuning_modes: tuple[str, ...] = ("frozen", "full", "scratch")
+    # options that name a checkpoint file the upstream reads (a teacher, a unit model): its
+    # pre-training run and its weights hash (cells, feature caches) cover the file's content,
+    # not its path (speechssl.upstream.load.checkpoint_digests)
+    checkpoint_options: tuple[str, ...] = ()
 
     @classmethod
     def check_options(cls, **options) -> None:

@@ -34,6 +34,7 @@ PAD, UNK, MASK = 0, 1, 2  # the special tokens; units start at 3
 class DiscreteBERT(Upstream):
     """Hidden states: the token embedding and every transformer layer (``hidden_size``)."""
 
+    checkpoint_options = ("units",)
     tuning_modes = TRANSFORMER_TUNING
 
     contract_options = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "ff_size": 64,

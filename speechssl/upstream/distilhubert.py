@@ -30,6 +30,7 @@ class DistilHuBERT(Upstream):
     """Hidden states: the student's transformer input and each of its ``num_layers`` layers,
     ``hidden_size`` wide, at the teacher's frame rate."""
 
+    checkpoint_options = ("teacher",)
     tuning_modes = TRANSFORMER_TUNING
 
     contract_options = {"conv_dim": 32, "hidden_size": 32, "num_layers": 1, "num_heads": 2,

@@ -57,6 +57,7 @@ class HuBERT(Upstream):
     """Hidden states: the transformer input and each transformer layer, all ``hidden_size``
     wide, 320 samples per frame. ``codes`` gives the k-means targets of an input."""
 
+    checkpoint_options = ("teacher",)
     tuning_modes = TRANSFORMER_TUNING
 
     contract_options = {"conv_dim": 32, "hidden_size": 32, "num_layers": 2, "num_heads": 2,

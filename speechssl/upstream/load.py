@@ -4,6 +4,7 @@ there is none), then frozen; and the identity of those pre-training runs."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from speechssl.checkpoint import load_weights, read_metadata, state_hash
 from speechssl.data.corpus import Corpus
 from speechssl.errors import ConfigError, SpeechSSLError
 from speechssl.runtime import config_hash
-from speechssl.upstream.base import Upstream, build_upstream
+from speechssl.upstream.base import Upstream, build_upstream, upstream_class
 
 RESERVED = ("name", "ckpt", "pretrain")  # upstream config keys that are not model options
 
@@ -50,9 +51,33 @@ def pretrain_dir(cfg: DictConfig, corpus: Corpus) -> Path:
     batch size is another run, a longer budget continues the same one. The corpus part is
     its key (:attr:`Corpus.key`: name, options and manifests): another copy of a corpus, or
     a rescan that changed it, is another run."""
-    arch = {"name": cfg.upstream.name, **upstream_options(cfg.upstream)}
+    arch = {"name": cfg.upstream.name, **upstream_options(cfg.upstream),
+            **checkpoint_digests(cfg.upstream)}
     return (Path(cfg.out_dir) / "pretrain" / cfg.upstream.name / corpus.key
             / config_hash({**arch, "pretrain": pretrain_recipe(cfg.upstream)}))
+
+
+def checkpoint_digests(cfg_up: DictConfig) -> dict:
+    """{option: file_digest} for the set ``checkpoint_options`` of the upstream (a teacher, a
+    unit model): they key its pre-training run and its weights hash (so its cells and
+    feature caches) by the files' content, not their paths."""
+    keys = getattr(upstream_class(cfg_up.name), "checkpoint_options", ())
+    return {k: file_digest(cfg_up[k], f"upstream.{k}") for k in keys if cfg_up.get(k)}
+
+
+def file_digest(path: str | Path, what: str) -> str:
+    """``sha256:<hex>`` of a file's bytes (``what`` names it in the error when it is
+    missing). A checkpoint another upstream reads keys that upstream's pre-training run by
+    this, not by its path: a teacher pre-trained on in place (a longer budget continues the
+    same file) or a file replaced under the same name gives another run, a moved one the same."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what}={str(path)!r}: checkpoint file not found")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()}"
 
 
 def check_not_longer(run: Path, done: int, steps: int) -> None:
@@ -98,6 +123,9 @@ def load_upstream(cfg: DictConfig, corpus: Corpus,
         meta = load_weights(path, model)
         source, weights_hash = str(path), state_hash(model)
         pretrain_corpus = meta.get("corpus", corpus.name)
+    files = checkpoint_digests(cfg.upstream)
+    if files:  # discrete_bert's features are its weights *and* its unit model's
+        weights_hash = config_hash({"weights": weights_hash, **files}, n=12)
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
