@@ -77,6 +77,23 @@ def _valid_keys_message(cfg: DictConfig, full_key: str) -> str:
         parent = parent.rsplit(".", 1)[0] if "." in parent else ""
 
 
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The recipes' config with ``overrides``, inside a Hydra app (run.py) or outside it (a
+    test, a library call); a ConfigError in one line when an override names nothing."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose("config", overrides=list(overrides))
+        with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+    except HydraException as e:
+        raise ConfigError(f"{' '.join(overrides)}: "
+                          f"{_one_line(str(e).split(chr(10) + 'Config search path')[0])}") from None
+
+
 def check_overrides(overrides: list[str]) -> None:
     """Compose the config with the user's overrides; raise ConfigError with the valid
     keys or choices if an override names nothing."""

@@ -35,6 +35,7 @@ from speechssl.upstream.load import (
     check_not_longer,
     count_params,
     pretrain_dir,
+    resolve_checkpoints,
     steps_done,
     upstream_options,
 )
@@ -191,6 +192,7 @@ def pretrain(cfg: DictConfig, corpus: Corpus, device: torch.device) -> Path:
     Under torchrun every rank runs this; each global batch is split across the ranks
     (:func:`speechssl.distributed.shard_batch`, weighted by audio seconds or tokens) and
     rank 0 alone writes checkpoints, logs and the final weights."""
+    resolve_checkpoints(cfg, corpus, device)  # a teacher, a unit model: pre-trained first
     pc = cfg.upstream.pretrain
     run = pretrain_dir(cfg, corpus)
     final = run / "model.safetensors"

@@ -64,3 +64,26 @@ def test_a_student_needs_a_fitting_teacher(teacher, tmp_path):
     with pytest.raises(ConfigError, match="samples per frame"):
         build_upstream("distilhubert", teacher=teacher,
                        **{**STUDENT, "mel_stack": 3}).prepare(None, tmp_path, "cpu")
+
+
+def test_an_unset_teacher_is_the_teacher_recipes_run(make_cfg, tiny_corpus, tmp_path):
+    """upstream.teacher unset: pretrain.teacher_from's run (here a tiny hubert, 2 updates) is
+    pre-trained first in the same out_dir, and the student is the run it would be with that
+    file named by hand (one command: python run.py upstream=distilhubert downstream=pr)."""
+    from speechssl.pretrain import pretrain
+    from speechssl.upstream.load import pretrain_dir
+
+    small = ["upstream.pretrain.steps=2", "upstream.pretrain.batch_seconds=20",
+             "upstream.pretrain.warmup_steps=0"]
+    teacher_from = ["upstream=hubert", *small, "upstream.num_clusters=8",
+                    *(f"upstream.{k}={v}" for k, v in TEACHER.items())]
+    student = ["upstream=distilhubert", *small, f"out_dir={tmp_path}",
+               *(f"upstream.{k}={v}".replace(" ", "") for k, v in STUDENT.items())]
+    quoted = ",".join(f"'{o}'" for o in teacher_from)
+    cfg = make_cfg(*student, f"upstream.pretrain.teacher_from=[{quoted}]")
+    assert cfg.upstream.teacher is None
+    final = pretrain(cfg, tiny_corpus, torch.device("cpu"))
+    teacher = cfg.upstream.teacher
+    assert teacher.startswith(str(tmp_path / "pretrain" / "hubert")) and final.is_file()
+    by_hand = make_cfg(*student, f"upstream.teacher={teacher}")
+    assert pretrain_dir(by_hand, tiny_corpus) == final.parent

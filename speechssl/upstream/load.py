@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from speechssl import distributed as dist
 from speechssl.checkpoint import load_weights, read_metadata, state_hash
@@ -23,6 +23,8 @@ RESERVED = ("name", "ckpt", "pretrain")  # upstream config keys that are not mod
 # pre-training options that do not change the weights (``steps``: a longer budget continues
 # the same run, from its last checkpoint)
 NOT_A_RECIPE = ("steps", "log_every", "save_every", "dev_every", "curve_items")
+# ``<option>_from`` (a checkpoint option's source run, :func:`resolve_checkpoints`) is not a
+# recipe either: the run key holds the content of the file it resolves to
 
 
 def upstream_options(cfg_up: DictConfig) -> dict:
@@ -43,7 +45,7 @@ def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:
 def pretrain_recipe(cfg_up: DictConfig) -> dict:
     """The pre-training options that change the weights reached at a given step."""
     pc = OmegaConf.to_container(cfg_up.get("pretrain") or {}, resolve=True)
-    return {k: v for k, v in pc.items() if k not in NOT_A_RECIPE}
+    return {k: v for k, v in pc.items() if k not in NOT_A_RECIPE and not k.endswith("_from")}
 
 
 def pretrain_dir(cfg: DictConfig, corpus: Corpus) -> Path:
@@ -63,6 +65,30 @@ def checkpoint_digests(cfg_up: DictConfig) -> dict:
     feature caches) by the files' content, not their paths."""
     keys = getattr(upstream_class(cfg_up.name), "checkpoint_options", ())
     return {k: file_digest(cfg_up[k], f"upstream.{k}") for k in keys if cfg_up.get(k)}
+
+
+def resolve_checkpoints(cfg: DictConfig, corpus: Corpus, device: torch.device) -> None:
+    """Fill an unset checkpoint option (a teacher, a unit model) whose recipe says where it
+    comes from: ``upstream.pretrain.<option>_from``, the overrides of another upstream's run
+    (distilhubert: ``teacher_from: [upstream=hubert]``). That run on this corpus, in this
+    out_dir, pre-trained first when it is missing, gives the file; so ``python run.py
+    upstream=distilhubert downstream=pr`` pre-trains the hubert teacher, then the student."""
+    from speechssl.config import compose_config
+
+    for key in getattr(upstream_class(cfg.upstream.name), "checkpoint_options", ()):
+        source = (cfg.upstream.get("pretrain") or {}).get(f"{key}_from")
+        if cfg.upstream.get(key) or not source:
+            continue
+        overrides = [str(o) for o in source]
+        other = compose_config(overrides)
+        sub = cfg.copy()
+        with open_dict(sub):
+            sub.upstream = other.upstream
+        print(f"[upstream] {cfg.upstream.name}: upstream.{key} from the run of "
+              f"{' '.join(overrides)}")
+        path = pretrained_weights(sub, corpus, device)
+        with open_dict(cfg.upstream):
+            cfg.upstream[key] = str(path)
 
 
 def file_digest(path: str | Path, what: str) -> str:
@@ -145,6 +171,7 @@ def pretrained_weights(cfg: DictConfig, corpus: Corpus, device: torch.device) ->
     run's lock, and the second one finds the run finished and reuses it."""
     from speechssl.pretrain import pretrain
 
+    resolve_checkpoints(cfg, corpus, device)
     steps = cfg.upstream.pretrain.steps
     path = pretrain_dir(cfg, corpus) / "model.safetensors"
     done = dist.broadcast_object(steps_done(path, steps) if dist.is_main() else None)
