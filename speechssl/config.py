@@ -3,6 +3,7 @@ any work starts, and name the valid choices."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from pathlib import Path
@@ -77,27 +78,48 @@ def _valid_keys_message(cfg: DictConfig, full_key: str) -> str:
         parent = parent.rsplit(".", 1)[0] if "." in parent else ""
 
 
+@contextlib.contextmanager
+def _hydra_config_dir():
+    """Hydra's global config search path: the one run.py's app set up when inside it, else
+    this package's recipes for the duration of the block (a test, a library call)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
+        yield
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """The recipes' config with ``overrides``, inside a Hydra app (run.py) or outside it (a
-    test, a library call); a ConfigError in one line when an override names nothing."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    test, a library call); a ConfigError in one line when an override names nothing: an
+    unknown key with the valid keys under its parent, an unknown group choice with the
+    choices."""
+    from hydra import compose
     from hydra.errors import HydraException
 
-    try:
-        if GlobalHydra.instance().is_initialized():
-            return compose("config", overrides=list(overrides))
-        with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-    except HydraException as e:
-        raise ConfigError(f"{' '.join(overrides)}: "
-                          f"{_one_line(str(e).split(chr(10) + 'Config search path')[0])}") from None
+    overrides = list(overrides)
+    with _hydra_config_dir():
+        try:
+            return compose("config", overrides=overrides)
+        except HydraException as e:
+            msg = str(e).split("\nConfig search path")[0]
+            key = re.search(r"Could not override '([\w.]+)'", msg)
+            if key:
+                groups = [o for o in overrides if o.split("=")[0] in
+                          ("upstream", "downstream", "corpus", "suite", "tuning")]
+                base = compose("config", overrides=groups)
+                raise ConfigError(f"unknown config key '{key.group(1)}'; "
+                                  f"{_valid_keys_message(base, key.group(1))}") from None
+            raise ConfigError(_one_line(msg)) from None
 
 
 def check_overrides(overrides: list[str]) -> None:
-    """Compose the config with the user's overrides; raise ConfigError with the valid
-    keys or choices if an override names nothing."""
-    from hydra import compose, initialize_config_dir
+    """Compose the config with the user's overrides (a sweep: its first value of each); raise
+    ConfigError with the valid keys or choices if an override names nothing, or with what
+    is wrong with a value (:func:`check_values`)."""
     from hydra.errors import HydraException
 
     user = [o for o in overrides if not o.startswith(("hydra.", "hydra/", "--"))]
@@ -105,20 +127,7 @@ def check_overrides(overrides: list[str]) -> None:
         user = _first_of_sweeps(user)
     except HydraException as e:
         raise ConfigError(f"cannot parse the command line: {e}") from None
-    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
-        try:
-            cfg = compose("config", overrides=user)
-        except HydraException as e:
-            msg = str(e).split("\nConfig search path")[0]
-            key = re.search(r"Could not override '([\w.]+)'", msg)
-            if key:
-                groups = [o for o in user if o.split("=")[0] in ("upstream", "downstream", "corpus", "suite",
-                                                              "tuning")]
-                base = compose("config", overrides=groups)
-                raise ConfigError(f"unknown config key '{key.group(1)}'; "
-                                  f"{_valid_keys_message(base, key.group(1))}") from None
-            raise ConfigError(_one_line(msg)) from None
-    check_values(cfg)
+    check_values(compose_config(user))
 
 
 def _one_line(msg: str) -> str:
@@ -135,7 +144,7 @@ def _one_line(msg: str) -> str:
     return " ".join(msg.split())
 
 
-def check_values(cfg: DictConfig) -> None:
+def check_values(cfg: DictConfig, _seen: tuple = ()) -> None:
     """Every value against the config's schema (types and ranges: speechssl/schema.py), then
     what depends on more than one value: the upstream's and the task's options (their
     constructors' annotations and checks), a checkpoint's tensors against the model they
@@ -175,12 +184,42 @@ def check_values(cfg: DictConfig) -> None:
     options = upstream_options(cfg.upstream)
     upstream = check_upstream(cfg.upstream.name, **options)
     check_checkpoint(cfg.upstream.get("ckpt"), cfg.upstream.name, upstream, options)
+    check_checkpoint_sources(cfg, upstream, _seen)
     check_featurizer_layer((cfg.downstream.get("featurizer") or {}).get("layer"),
                            cfg.upstream.name, upstream, options)
     check_tuning_config(cfg, task, upstream)
     check_export(cfg)
     resolve_device(cfg.device)
     check_suite_config(cfg)
+
+
+def check_checkpoint_sources(cfg: DictConfig, cls: type, _seen: tuple = ()) -> None:
+    """``upstream.pretrain.<option>_from`` (the run that gives an unset checkpoint option,
+    speechssl.upstream.load.resolve_checkpoints): the option must be one of the upstream's
+    ``checkpoint_options`` and the overrides a list of strings that compose into a valid
+    config of their own, checked here before any work (not after the source run)."""
+    pc = cfg.upstream.get("pretrain") or {}
+    for key in [k for k in pc if str(k).endswith("_from")]:
+        source, option = pc[key], str(key)[:-len("_from")]
+        where = f"upstream.pretrain.{key}"
+        if source is None:
+            continue
+        allowed = tuple(getattr(cls, "checkpoint_options", ()))
+        if option not in allowed:
+            raise ConfigError(f"{where}: upstream={cfg.upstream.name} reads no checkpoint "
+                              f"option {option!r}; its options: {', '.join(allowed) or 'none'}")
+        if (not OmegaConf.is_list(source) or not len(source)
+                or not all(isinstance(o, str) for o in source)):
+            raise ConfigError(f"{where}={source!r}: a list of overrides, such as "
+                              "[upstream=hubert]")
+        overrides = [str(o) for o in source]
+        if tuple(overrides) in _seen:
+            raise ConfigError(f"{where}={overrides}: the runs name each other in a cycle")
+        try:
+            other = compose_config(overrides)
+            check_values(other, _seen=(*_seen, tuple(overrides)))
+        except ConfigError as e:
+            raise ConfigError(f"{where}={overrides}: {e}") from None
 
 
 def check_checkpoint(ckpt: str | None, name: str, cls: type, options: dict) -> None:

@@ -44,3 +44,28 @@ def test_cli_exits_before_any_work(tmp_path):
     assert "unknown config key 'upstream.hiden'" in out.stderr
     assert "hidden_size" in out.stderr
     assert not any(tmp_path.iterdir()), "work started despite a bad override"
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("['upstream=hubert','upstream.num_clusterz=8']",
+     r"upstream.pretrain.teacher_from=\['upstream=hubert', 'upstream.num_clusterz=8'\]: "
+     r"unknown config key 'upstream.num_clusterz'; valid keys under 'upstream': .*num_clusters"),
+    ("['upstream=hubert','upstream.pretrain.lr=-1']",
+     r"upstream.pretrain.teacher_from=.*upstream.pretrain.lr"),
+    ("['upstream=hubret']", r"upstream=hubret: no such upstream"),
+    ("hubert", r"a list of overrides"),
+    ("[7]", r"a list of overrides"),
+])
+def test_a_checkpoint_source_is_checked_before_any_work(source, expected):
+    """upstream.pretrain.teacher_from composes into a config of its own, checked with the
+    rest of the command line, not after the source run has been pre-trained."""
+    with pytest.raises(ConfigError, match=expected):
+        check_overrides(["upstream=distilhubert", f"upstream.pretrain.teacher_from={source}"])
+
+
+def test_a_source_for_an_option_the_upstream_lacks_is_refused():
+    with pytest.raises(ConfigError, match=r"upstream.pretrain.units_from: upstream=distilhubert "
+                                          r"reads no checkpoint option 'units'; its options: teacher"):
+        check_overrides(["upstream=distilhubert", "+upstream.pretrain.units_from=['upstream=hubert']"])
+    check_overrides(["upstream=distilhubert"])      # the recipe's own source is valid
+    check_overrides(["upstream=discrete_bert"])

@@ -80,7 +80,10 @@ def resolve_checkpoints(cfg: DictConfig, corpus: Corpus, device: torch.device) -
         if cfg.upstream.get(key) or not source:
             continue
         overrides = [str(o) for o in source]
-        other = compose_config(overrides)
+        try:
+            other = compose_config(overrides)
+        except ConfigError as e:
+            raise ConfigError(f"upstream.pretrain.{key}_from={overrides}: {e}") from None
         sub = cfg.copy()
         with open_dict(sub):
             sub.upstream = other.upstream
