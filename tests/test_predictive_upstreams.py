@@ -174,6 +174,40 @@ def test_hubert_iteration_two_clusters_a_teacher_layer(centroids, tiny_items, ti
     assert "teacher" not in " ".join(second.state_dict())  # the teacher is not saved with it
 
 
+def test_hubert_clusters_another_upstreams_layer(tiny_items, tiny_batch, tmp_path):
+    """A cheaper model as the teacher (apc, 10-ms frames): its layer is clustered, frame 2t
+    gives the target of frame t (as MFCC's), and the centroids, whose width is known only
+    once the teacher runs, survive a save and reload."""
+    from speechssl.nn.kmeans import assign
+
+    torch.manual_seed(0)
+    apc_opts = {"hidden_size": 24, "num_layers": 2}
+    apc = build_upstream("apc", **apc_opts).eval()
+    path = tmp_path / "apc.safetensors"
+    save_weights(path, apc, {"upstream": "apc", "options": json.dumps(apc_opts)})
+    with pytest.raises(ConfigError, match="'apc' checkpoint: set upstream.teacher_layer"):
+        build_upstream("hubert", **HUBERT, iteration=2, teacher=str(path))
+    student = build_upstream("hubert", **{**HUBERT, "num_clusters": 8}, iteration=2,
+                             teacher=str(path), teacher_layer=1)
+    c, report = student.fit_targets(tiny_items[:3], torch.device("cpu"))
+    assert student.label_ratio == 2 and c.shape == (8, 24)
+    student.set_centroids(c)
+    x, n = tiny_batch["audio"][:2], tiny_batch["lengths"][:2]
+    codes, m = student.eval().codes(x, n)
+    with torch.no_grad():
+        h = apc(x, n).hidden_states[1]
+    assert torch.equal(codes[0, : int(m[0])], assign(h[0, 0: 2 * int(m[0]): 2], c))
+    save_weights(tmp_path / "s.safetensors", student)
+    again = build_upstream("hubert", **{**HUBERT, "num_clusters": 8}, iteration=2,
+                           teacher=str(path), teacher_layer=1)
+    load_weights(tmp_path / "s.safetensors", again)
+    assert torch.equal(again.centroids, c) and bool(again.fitted)
+    assert torch.equal(again.eval().codes(x, n)[0], codes)
+    wrong = build_upstream("hubert", **HUBERT, iteration=2, teacher=str(path), teacher_layer=7)
+    with pytest.raises(ConfigError, match="teacher_layer=7: the apc teacher has hidden states 0..1"):
+        wrong.fit_targets(tiny_items[:1], torch.device("cpu"))
+
+
 @pytest.mark.parametrize("name", ["hubert", "data2vec"])
 def test_checkpoint_reloads_to_identical_outputs(name, centroids, tiny_batch, tmp_path):
     torch.manual_seed(0)

@@ -8,7 +8,8 @@ masked frames plus ``unmasked_weight`` (0 in the paper) times that on the unmask
 Iteration 1 clusters 39-dim MFCC (13 + deltas + delta-deltas, 10 ms: the target of frame t
 is that of MFCC frame 2t) into 100 clusters; iteration 2 (``iteration=2 teacher=<ckpt>``)
 clusters layer ``teacher_layer`` (the middle one by default) of the iteration-1 model into
-500. The k-means step runs in ``prepare`` (called by the pre-training loop before step 0):
+500. The teacher may also be another upstream's checkpoint (apc: a cheaper model whose units
+beat MFCC's; its frames are picked as MFCC's are, ``teacher_layer`` named). The k-means step runs in ``prepare`` (called by the pre-training loop before step 0):
 scikit-learn MiniBatchKMeans, centroids cached in the run directory and kept as a buffer,
 so every batch's targets are the nearest centroids of its features.
 """
@@ -33,15 +34,15 @@ from speechssl.nn.wav2vec2_backbone import MaskedBackbone
 from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
 
 
-def _teacher_options(path: str) -> dict:
-    """The model options stored in an iteration-1 checkpoint's metadata."""
+def _teacher_source(path: str) -> tuple[str, dict]:
+    """The upstream name and model options stored in a teacher checkpoint's metadata."""
     if not Path(path).is_file():
         raise ConfigError(f"upstream.teacher={path!r}: checkpoint file not found")
     meta = read_metadata(path)
-    if meta.get("upstream", "hubert") != "hubert":
-        raise ConfigError(f"upstream.teacher={path!r} is a {meta['upstream']!r} checkpoint, "
-                          "not hubert")
-    return json.loads(meta.get("options", "{}"))
+    if "upstream" not in meta:
+        raise ConfigError(f"upstream.teacher={path!r} is not a speechssl pre-training checkpoint "
+                          "(its metadata names no upstream)")
+    return meta["upstream"], json.loads(meta.get("options", "{}"))
 
 
 def load_hubert(path: str, device, key: str = "teacher") -> HuBERT:
@@ -101,14 +102,21 @@ class HuBERT(Upstream):
             self.mfcc = KaldiFrontend("mfcc", num_ceps=13, deltas=True)
             target_dim, self.label_ratio = self.mfcc.dim, self.downsample_rate // HOP_SAMPLES
         else:
-            opts = _teacher_options(teacher)
-            t_layers = int(opts.get("num_layers", 12))
-            self.teacher_layer = t_layers // 2 if teacher_layer is None else int(teacher_layer)
-            if not 0 <= self.teacher_layer <= t_layers:
-                raise ConfigError(f"upstream.teacher_layer={teacher_layer}: the teacher has "
-                                  f"hidden states 0..{t_layers}")
-            target_dim, self.label_ratio = int(opts.get("hidden_size", 768)), 1
-            self._teacher_opts = opts
+            kind, opts = _teacher_source(teacher)
+            self.teacher_kind, self.label_ratio = kind, None  # teacher frames per frame: on load
+            if kind == "hubert":
+                t_layers = int(opts.get("num_layers", 12))
+                self.teacher_layer = t_layers // 2 if teacher_layer is None else int(teacher_layer)
+                if not 0 <= self.teacher_layer <= t_layers:
+                    raise ConfigError(f"upstream.teacher_layer={teacher_layer}: the teacher has "
+                                      f"hidden states 0..{t_layers}")
+                target_dim = int(opts.get("hidden_size", 768))
+            else:  # another upstream's checkpoint: its layer's width is known once it runs
+                if teacher_layer is None:
+                    raise ConfigError(f"upstream.teacher={teacher!r} is a {kind!r} checkpoint: "
+                                      "set upstream.teacher_layer, the index of its hidden state "
+                                      "to cluster")
+                self.teacher_layer, target_dim = int(teacher_layer), 0
         self.register_buffer("centroids", torch.zeros(num_clusters, target_dim))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.num_clusters, self.logit_temp = num_clusters, logit_temp
@@ -118,9 +126,18 @@ class HuBERT(Upstream):
 
     # ---- targets -------------------------------------------------------------------------
     def teacher(self) -> Upstream:
-        """The frozen iteration-1 model (loaded on first use; not part of this model)."""
+        """The frozen model whose layer is clustered (loaded on first use; not part of this
+        model): the iteration-1 hubert in the paper, or any pre-trained upstream."""
         if not self._teacher:
-            self._teacher.append(load_hubert(self.teacher_path, self.centroids.device))
+            from speechssl.upstream.load import frozen_from_checkpoint
+
+            model = frozen_from_checkpoint(self.teacher_path, "teacher", self.centroids.device)
+            rate = int(model.downsample_rate)
+            if self.downsample_rate % rate:
+                raise ConfigError(f"upstream.teacher={self.teacher_path!r}: its {rate} samples per "
+                                  f"frame do not divide this model's {self.downsample_rate}")
+            self.label_ratio = self.downsample_rate // rate
+            self._teacher.append(model)
         return self._teacher[0]
 
     @torch.no_grad()
@@ -130,6 +147,10 @@ class HuBERT(Upstream):
         if self.iteration == 1:
             return self.mfcc(wavs, lengths)
         out = self.teacher()(wavs, lengths)
+        if not 0 <= self.teacher_layer < len(out.hidden_states):
+            raise ConfigError(f"upstream.teacher_layer={self.teacher_layer}: the "
+                              f"{self.teacher_kind} teacher has hidden states "
+                              f"0..{len(out.hidden_states) - 1}")
         return out.hidden_states[self.teacher_layer], out.lengths
 
     @torch.no_grad()
@@ -166,11 +187,19 @@ class HuBERT(Upstream):
                                                                                    indent=1))
 
     def set_centroids(self, centroids: Tensor) -> None:
+        if self.centroids.shape[1] == 0 and centroids.shape[0] == self.num_clusters:
+            self.centroids = centroids.new_zeros(centroids.shape).to(self.centroids)  # now sized
         if tuple(centroids.shape) != tuple(self.centroids.shape):
             raise ConfigError(f"k-means centroids of shape {tuple(centroids.shape)} do not fit "
                               f"this hubert ({tuple(self.centroids.shape)})")
         self.centroids.copy_(centroids.to(self.centroids))
         self.fitted.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "centroids"
+        if key in state_dict and self.centroids.shape[1] == 0:  # another upstream's layer
+            self.centroids = torch.empty_like(state_dict[key], device=self.centroids.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def kmeans_title(self) -> str:
         return f"[hubert] k-means iteration {self.iteration}"
@@ -185,6 +214,8 @@ class HuBERT(Upstream):
         against energy-based speech/silence labels, cluster perplexity and usage."""
         from speechssl.data.audio import load_audio
 
+        if self.iteration == 2:
+            self.teacher()  # sets label_ratio
         hop = self.downsample_rate // self.label_ratio  # samples per clustered frame
         feats, speech, phones, aligned = [], [], [], []
         for it in items:
