@@ -33,12 +33,9 @@ def compose_config(overrides=()):
     benchmarks too. Build from it with ``downstream.base.task_from_config(cfg.downstream)``
     and ``speechssl.upstream.load.build_from_config(cfg.upstream)``."""
     add_repo_to_path()
-    from hydra import compose, initialize_config_dir
+    from speechssl.config import compose_config as compose
 
-    from speechssl.config import RECIPES
-
-    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(list(overrides))
 
 
 def option_overrides(group: str, options: dict) -> list[str]:

@@ -168,3 +168,41 @@ def test_ssl_rank_scores_and_spearman_by_hand(tmp_path):
     assert "| hubert | 45.00 | 85.00 | 500 | 985 |" in out, out
     # ranks over fbank, apc, hubert: ours (1, 2.5, 2.5), published (1, 2, 3): rho = 0.866
     assert "Spearman rank correlation over 3 models (apc, fbank, hubert): 0.866" in out, out
+
+
+def test_unit_quality_scores_mfcc_and_each_teacher_layer(tmp_path, data_dir, tiny_corpus):
+    """benchmarks/unit_quality.py: one row for MFCC and one per named layer of the teacher
+    (a tiny apc), each the purity and PNMI of k-means on the same seeded utterances; the
+    MFCC row is what HuBERT's own k-means step reports on those utterances."""
+    import json
+
+    import numpy as np
+
+    from speechssl.checkpoint import save_weights
+    from speechssl.upstream import build_upstream
+
+    torch.manual_seed(0)
+    opts = {"hidden_size": 16, "num_layers": 2}
+    ckpt = tmp_path / "apc.safetensors"
+    save_weights(ckpt, build_upstream("apc", **opts), {"upstream": "apc",
+                                                       "options": json.dumps(opts)})
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "unit_quality.py"), "--teacher", str(ckpt),
+         "--layers", "0", "1", "--clusters", "4", "--utterances", "5", "--set",
+         "corpus.size=tiny", f"data_dir={data_dir}", "num_threads=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| MFCC + deltas (HuBERT iteration 1)", "| layer 0 of apc.safetensors",
+        "| layer 1 of apc.safetensors"], proc.stdout
+    items = tiny_corpus.items("pretrain", "train")
+    pick = np.random.RandomState(0).choice(len(items), 5, False)
+    hubert = build_upstream("hubert", frontend="fbank", hidden_size=32, num_layers=1,
+                            num_heads=2, ff_size=32, num_clusters=4, kmeans_n_init=1)
+    _, report = hubert.fit_targets([items[i] for i in sorted(pick)], torch.device("cpu"))
+    cells = rows[0].split(" | ")
+    assert int(cells[1]) == report["frames"]
+    assert cells[2:4] == [f"{report['phone_purity']:.3f}", f"{report['phone_pnmi']:.3f}"]
+    for r in rows[1:]:
+        assert 0.0 < float(r.split(" | ")[3]) <= 1.0
