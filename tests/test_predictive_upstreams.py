@@ -208,6 +208,39 @@ def test_hubert_clusters_another_upstreams_layer(tiny_items, tiny_batch, tmp_pat
         wrong.fit_targets(tiny_items[:1], torch.device("cpu"))
 
 
+def test_a_teachers_targets_are_computed_once_per_utterance(tiny_batch, tmp_path):
+    """Iteration 2 keeps each utterance's ids: the teacher runs on a batch with an unseen
+    utterance only, and an utterance met again in another batch gets the ids it had."""
+    torch.manual_seed(0)
+    apc_opts = {"hidden_size": 16, "num_layers": 2}
+    path = tmp_path / "apc.safetensors"
+    save_weights(path, build_upstream("apc", **apc_opts),
+                 {"upstream": "apc", "options": json.dumps(apc_opts)})
+    up = build_upstream("hubert", **{**HUBERT, "num_clusters": 4}, iteration=2,
+                        teacher=str(path), teacher_layer=1)
+    up.set_centroids(torch.randn(4, 16) * 0.1)
+    calls = []
+    teacher = up.teacher()
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    x, n = tiny_batch["audio"][:3].clone(), torch.tensor([16000, 12000, 9000])
+    T = int(up.backbone.features.output_lengths(n).max())
+    fresh = up._assign(*up.target_features(x, n), T)   # the ids without keeping: one call
+    first = up.targets(x, n, T)                          # a second call: all three unseen
+    frames = up.backbone.features.output_lengths(n).tolist()
+    for b, f in enumerate(frames):
+        assert torch.equal(first[b, :f], fresh[b, :f])
+    assert len(calls) == 2
+    again = up.targets(x, n, T)
+    assert len(calls) == 2 and torch.equal(again, first)
+    alone = up.targets(x[1:2, :12000], n[1:2], frames[1])  # another batch shape: kept ids
+    assert len(calls) == 2 and torch.equal(alone[0], first[1, : frames[1]])
+    up.targets(x[:1] * 0.5, n[:1], frames[0])           # other samples: the teacher runs
+    assert len(calls) == 3
+    up.set_centroids(torch.randn(4, 16))                  # new centroids: nothing is kept
+    up.targets(x, n, T)
+    assert len(calls) == 4
+
+
 @pytest.mark.parametrize("name", ["hubert", "data2vec"])
 def test_checkpoint_reloads_to_identical_outputs(name, centroids, tiny_batch, tmp_path):
     torch.manual_seed(0)

@@ -83,8 +83,8 @@ class HuBERT(Upstream):
             raise ConfigError(f"upstream.iteration={iteration}; valid: 1, 2")
         if iteration == 2 and not teacher:
             raise ConfigError("upstream.iteration=2 needs upstream.teacher=<iteration-1 ckpt>")
-        if num_clusters < 2:
-            raise ConfigError(f"upstream.num_clusters={num_clusters} must be >= 2")
+        if not 2 <= num_clusters <= 32767:  # the kept targets are int16
+            raise ConfigError(f"upstream.num_clusters={num_clusters} must be in 2..32767")
         self.backbone = MaskedBackbone(conv_dim, conv_kernels, conv_strides, "group_first",
                                        hidden_size, num_layers, num_heads, ff_size, dropout,
                                        attention_dropout, feature_dropout, conv_pos_kernel,
@@ -95,6 +95,7 @@ class HuBERT(Upstream):
         self.label_embs = nn.Parameter(torch.randn(num_clusters, final_dim) * final_dim ** -0.5)
         self.iteration, self.teacher_path = iteration, teacher
         self._teacher: list[Upstream] = []  # a list, so it stays out of state_dict/parameters
+        self._kept: dict[bytes, Tensor] = {}  # the teacher's ids of each utterance seen
         if iteration == 1:
             if self.downsample_rate % HOP_SAMPLES:
                 raise ConfigError(f"hubert: {self.downsample_rate} samples per frame is not a "
@@ -159,11 +160,38 @@ class HuBERT(Upstream):
         if not bool(self.fitted):
             raise ConfigError("hubert has no k-means targets yet: pre-train it through "
                               "speechssl.pretrain (which calls prepare) or call prepare first")
-        feats, m = self.target_features(wavs, lengths)
+        if self.iteration == 2:
+            return self._kept_targets(wavs, lengths, T)
+        return self._assign(*self.target_features(wavs, lengths), T)
+
+    def _assign(self, feats: Tensor, m: Tensor, T: int) -> Tensor:
+        """Target features (B, T', F) with T' valid frames (B,) -> the cluster id of frame t:
+        that of feature frame t * label_ratio (the last valid one past the end)."""
         idx = (torch.arange(T, device=feats.device) * self.label_ratio).unsqueeze(0)
         idx = torch.minimum(idx, (m - 1).clamp(min=0).unsqueeze(1))  # (B, T)
         picked = feats.gather(1, idx.unsqueeze(-1).expand(-1, -1, feats.shape[-1]))
         return assign(picked, self.centroids)
+
+    def _kept_targets(self, wavs: Tensor, lengths: Tensor, T: int) -> Tensor:
+        """A teacher's cluster ids, computed once per utterance and kept in memory, keyed by
+        its samples: an utterance's labels are fixed for the whole run (fairseq writes them to
+        label files before training), and the teacher (an iteration-1 hubert, an apc) would
+        otherwise run on every batch of every epoch. Pre-training reads whole utterances, so
+        each epoch after the first runs no teacher. 2 bytes per frame (50 frames/s: 360 KB per
+        hour of audio)."""
+        import hashlib
+
+        n = self.backbone.features.output_lengths(lengths).tolist()
+        keys = [hashlib.blake2b(wavs[b, : int(lengths[b])].detach().cpu().numpy().tobytes(),
+                                digest_size=16).digest() for b in range(wavs.shape[0])]
+        if any(k not in self._kept for k in keys):
+            ids = self._assign(*self.target_features(wavs, lengths), T).cpu()
+            for b, k in enumerate(keys):
+                self._kept.setdefault(k, ids[b, : n[b]].to(torch.int16))
+        out = torch.zeros(wavs.shape[0], T, dtype=torch.long)
+        for b, k in enumerate(keys):
+            out[b, : n[b]] = self._kept[k]
+        return out.to(wavs.device)
 
     @torch.no_grad()
     def prepare(self, corpus, run_dir, device) -> None:
@@ -187,6 +215,7 @@ class HuBERT(Upstream):
                                                                                    indent=1))
 
     def set_centroids(self, centroids: Tensor) -> None:
+        self._kept.clear()  # ids of other centroids
         if self.centroids.shape[1] == 0 and centroids.shape[0] == self.num_clusters:
             self.centroids = centroids.new_zeros(centroids.shape).to(self.centroids)  # now sized
         if tuple(centroids.shape) != tuple(self.centroids.shape):
@@ -199,6 +228,7 @@ class HuBERT(Upstream):
         key = prefix + "centroids"
         if key in state_dict and self.centroids.shape[1] == 0:  # another upstream's layer
             self.centroids = torch.empty_like(state_dict[key], device=self.centroids.device)
+        self._kept.clear()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def kmeans_title(self) -> str:
