@@ -273,6 +273,36 @@ def test_data2vec_targets_are_normalised_top_layer_means():
     assert t.abs().max().item() == pytest.approx(0.0, abs=1e-6)  # mean of normed h and -h
 
 
+@pytest.mark.parametrize("target", ["ffn", "block"])
+def test_data2vec_targets_average_what_the_paper_averages(target, tiny_batch):
+    """target=ffn (the paper's code): each teacher layer's feed-forward output before its
+    residual sum; block: the layer outputs. Both instance-normalised, top K averaged."""
+    from speechssl.nn.masking import valid_mask
+    from speechssl.upstream.data2vec import instance_norm
+
+    torch.manual_seed(0)
+    up = build_upstream("data2vec", **DATA2VEC, target=target).eval()
+    x, n = tiny_batch["audio"][:2], torch.tensor([16000, 11000])
+    seen = []
+    hooks = [layer.ff.register_forward_hook(lambda m, i, o: seen.append(o))
+             for layer in up.teacher.transformer.layers]
+    with torch.no_grad():
+        _, _, feats, frames = up.backbone.encode(x, n)
+        got = up.targets(feats, frames)
+        blocks = up.backbone.contextualize(feats, frames, context=up.teacher)[1:]
+    for h in hooks:
+        h.remove()
+    valid = valid_mask(frames, feats.shape[1])
+    chosen = seen[:2] if target == "ffn" else blocks   # the first pass: the targets' own
+    want = torch.stack([instance_norm(h, valid) for h in chosen[-2:]]).mean(0)
+    assert torch.allclose(got, want, atol=1e-5)
+    other = torch.stack([instance_norm(h, valid) for h in (blocks if target == "ffn"
+                                                          else seen[:2])[-2:]]).mean(0)
+    assert not torch.allclose(got, other, atol=1e-2)
+    with pytest.raises(ConfigError, match="upstream.target='mean'"):
+        build_upstream("data2vec", **DATA2VEC, target="mean")
+
+
 def test_data2vec_loss_falls_and_teacher_follows_ema(tiny_batch):
     torch.manual_seed(0)
     up = build_upstream("data2vec", **DATA2VEC).train()

@@ -151,12 +151,18 @@ class TransformerLayer(nn.Module):
         return h if self.adapter is None else self.adapter(h)
 
     def forward(self, x: Tensor, key_padding: Tensor | None,
-                prefix: Tensor | None = None) -> Tensor:
+                prefix: Tensor | None = None, ffn_out: list | None = None) -> Tensor:
+        """``ffn_out``: a list to which the feed-forward output before its residual sum is
+        appended (data2vec's targets)."""
         if self.norm_first:
             x = x + self.drop(self.attn(self.norm1(x), key_padding, prefix))
-            return x + self.drop(self.feed_forward(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, key_padding, prefix)))
-        return self.norm2(x + self.drop(self.feed_forward(x)))
+            ff = self.drop(self.feed_forward(self.norm2(x)))
+        else:
+            x = self.norm1(x + self.drop(self.attn(x, key_padding, prefix)))
+            ff = self.drop(self.feed_forward(x))
+        if ffn_out is not None:
+            ffn_out.append(ff)
+        return x + ff if self.norm_first else self.norm2(x + ff)
 
 
 class TransformerEncoder(nn.Module):
@@ -206,9 +212,12 @@ class TransformerEncoder(nn.Module):
             return x + self.pos_embed(torch.arange(T, device=x.device))
         return x
 
-    def forward(self, x: Tensor, key_padding: Tensor | None = None) -> list[Tensor]:
+    def forward(self, x: Tensor, key_padding: Tensor | None = None,
+                ffn_out: list | None = None) -> list[Tensor]:
         """x: (B, T, D); key_padding: (B, T) bool, True at padding. Returns num_layers
-        outputs, (B, T, D) each (a soft prompt's positions are stripped from them)."""
+        outputs, (B, T, D) each (a soft prompt's positions are stripped from them);
+        ``ffn_out``, a list, receives each layer's feed-forward output before its residual
+        sum, stripped the same way."""
         B, _, D = x.shape
         P = 0 if self.prompt is None else self.prompt.shape[0]
         if P:
@@ -216,10 +225,12 @@ class TransformerEncoder(nn.Module):
             if key_padding is not None:
                 key_padding = torch.cat([key_padding.new_zeros(B, P), key_padding], dim=1)
         prefixes = [None] * len(self.layers) if self.prefix is None else self.prefix()
-        outs = []
+        outs, ffs = [], [] if ffn_out is not None else None
         for layer, prefix in zip(self.layers, prefixes, strict=True):
-            x = layer(x, key_padding, prefix)
+            x = layer(x, key_padding, prefix, ffs)
             outs.append(x[:, P:])
+        if ffn_out is not None:
+            ffn_out.extend(f[:, P:] for f in ffs)
         if self.final_norm is not None:
             outs[-1] = self.final_norm(outs[-1])
         return outs

@@ -38,14 +38,20 @@ class ContextNetwork(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, key_padding: Tensor) -> list[Tensor]:
+    def forward(self, x: Tensor, key_padding: Tensor, ffn_out: list | None = None) -> list[Tensor]:
+        """``ffn_out``: a list that receives each layer's feed-forward output before its
+        residual sum (zero at padding), as TransformerEncoder gives it."""
         if not bool(key_padding.any()):  # nothing padded: no masks at all
             x = self.norm(self.transformer.add_positions(x))
-            return [x] + self.transformer(self.drop(x))
+            return [x] + self.transformer(self.drop(x), ffn_out=ffn_out)
         x = self.norm(self.transformer.add_positions(x, key_padding))
         keep = (~key_padding).unsqueeze(-1)
         x = x * keep
-        return [x] + [h * keep for h in self.transformer(self.drop(x), key_padding)]
+        ffs = [] if ffn_out is not None else None
+        outs = [x] + [h * keep for h in self.transformer(self.drop(x), key_padding, ffs)]
+        if ffn_out is not None:
+            ffn_out.extend(f * keep for f in ffs)
+        return outs
 
 
 FRONTENDS = ("conv", "fbank")
@@ -113,10 +119,12 @@ class MaskedBackbone(nn.Module):
         return wav2vec2_mask(n, self.mask_prob, self.mask_span, generator_from_global(), max_len=T)
 
     def contextualize(self, x: Tensor, n: Tensor, mask: Tensor | None = None,
-                      context: nn.Module | None = None) -> list[Tensor]:
+                      context: nn.Module | None = None,
+                      ffn_out: list | None = None) -> list[Tensor]:
         """x: (B, T, D) projected features; mask (B, T) frames to replace by the mask vector.
-        ``context`` overrides the context network (data2vec's EMA teacher)."""
+        ``context`` overrides the context network (data2vec's EMA teacher); ``ffn_out`` (a
+        list) receives each layer's feed-forward output before its residual sum."""
         if mask is not None:
             x = torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
         pad = ~valid_mask(n, x.shape[1])
-        return (self.context if context is None else context)(x, pad)
+        return (self.context if context is None else context)(x, pad, ffn_out)

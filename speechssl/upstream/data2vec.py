@@ -9,8 +9,10 @@ Targets: the average of the top K = 8 teacher layer outputs, each instance-norma
 time; a linear head regresses them from the student's last layer at the masked steps with
 smooth L1 (beta = 0.25), summed over dimensions and scaled by 1 / sqrt(D). The EMA decay
 tau goes linearly from 0.999 to 0.9999 over the first 30k updates, then stays.
-Simplification: the paper averages the teacher's feed-forward outputs before each block's
-final layer norm; here the block outputs (after it) are averaged.
+The averaged layer outputs are, as in the paper's code, each block's feed-forward output
+before its residual sum and final layer norm (``target="ffn"``); ``target="block"`` averages
+the block outputs instead (this module's earlier simplification), whose residual stream
+carries the input itself.
 
 The paper's backbone differs from wav2vec 2.0's in two places, both options here (defaults:
 wav2vec 2.0's): a layer norm in every conv layer (``conv_norm="layer"``; wav2vec 2.0: a
@@ -36,6 +38,7 @@ from speechssl.nn.wav2vec2_backbone import MaskedBackbone
 from speechssl.upstream.base import TRANSFORMER_TUNING, Upstream, UpstreamOutput, register_upstream
 
 CONV_NORMS = ("group_first", "layer")  # wav2vec 2.0's, the paper's
+TARGETS = ("ffn", "block")  # the paper's: feed-forward outputs; the block outputs
 
 
 def instance_norm(x: Tensor, valid: Tensor, eps: float = 1e-5) -> Tensor:
@@ -74,8 +77,10 @@ class Data2Vec(Upstream):
                  ema_anneal_steps: int = 30000, loss_beta: float = 0.25,
                  feature_grad_mult: float = 1.0, conv_norm: str = "group_first",
                  conv_pos_layers: int = 0, frontend: str = "conv", mel_bins: int = 80,
-                 mel_stack: int = 2):
+                 mel_stack: int = 2, target: str = "ffn"):
         super().__init__()
+        if target not in TARGETS:
+            raise ConfigError(f"upstream.target={target!r}; valid: {', '.join(TARGETS)}")
         if not 1 <= top_k <= num_layers:
             raise ConfigError(f"upstream.top_k={top_k} must be in [1, num_layers={num_layers}]")
         if not (0.0 <= ema_start <= 1.0 and 0.0 <= ema_end <= 1.0):
@@ -95,7 +100,7 @@ class Data2Vec(Upstream):
         self.teacher = copy.deepcopy(self.backbone.context).requires_grad_(False).eval()
         self.head = nn.Linear(hidden_size, hidden_size)
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
-        self.top_k, self.loss_beta = top_k, loss_beta
+        self.top_k, self.loss_beta, self.target = top_k, loss_beta, target
         self.ema_start, self.ema_end, self.ema_anneal_steps = ema_start, ema_end, ema_anneal_steps
 
     def train(self, mode: bool = True):
@@ -110,8 +115,11 @@ class Data2Vec(Upstream):
     @torch.no_grad()
     def targets(self, x: Tensor, n: Tensor) -> Tensor:
         """Projected unmasked features (B, T, D) -> teacher targets (B, T, D)."""
-        layers = self.backbone.contextualize(x.detach(), n, context=self.teacher)[1:]
-        return layer_average_targets(layers, valid_mask(n, x.shape[1]), self.top_k)
+        ffn: list[Tensor] = []
+        layers = self.backbone.contextualize(x.detach(), n, context=self.teacher,
+                                             ffn_out=ffn)[1:]
+        return layer_average_targets(ffn if self.target == "ffn" else layers,
+                                     valid_mask(n, x.shape[1]), self.top_k)
 
     def pretrain_loss(self, wavs: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         _, _, x, n = self.backbone.encode(wavs, lengths)
