@@ -234,8 +234,12 @@ def test_a_teachers_targets_are_computed_once_per_utterance(tiny_batch, tmp_path
     assert len(calls) == 2 and torch.equal(again, first)
     alone = up.targets(x[1:2, :12000], n[1:2], frames[1])  # another batch shape: kept ids
     assert len(calls) == 2 and torch.equal(alone[0], first[1, : frames[1]])
-    up.targets(x[:1] * 0.5, n[:1], frames[0])           # other samples: the teacher runs
-    assert len(calls) == 3
+    batch_sizes = []
+    teacher.register_forward_pre_hook(lambda m, args: batch_sizes.append(args[0].shape[0]))
+    mixed = torch.cat([x[:1] * 0.5, x[1:2]])             # one new utterance, one kept
+    got = up.targets(mixed, n[:2], frames[0])
+    assert len(calls) == 3 and batch_sizes == [1]        # the teacher read the new one only
+    assert torch.equal(got[1, : frames[1]], first[1, : frames[1]])
     up.set_centroids(torch.randn(4, 16))                  # new centroids: nothing is kept
     up.targets(x, n, T)
     assert len(calls) == 4

@@ -178,16 +178,20 @@ class HuBERT(Upstream):
         label files before training), and the teacher (an iteration-1 hubert, an apc) would
         otherwise run on every batch of every epoch. Pre-training reads whole utterances, so
         each epoch after the first runs no teacher. 2 bytes per frame (50 frames/s: 360 KB per
-        hour of audio)."""
+        hour of audio). Only the utterances not labelled yet go through the teacher."""
         import hashlib
 
         n = self.backbone.features.output_lengths(lengths).tolist()
         keys = [hashlib.blake2b(wavs[b, : int(lengths[b])].detach().cpu().numpy().tobytes(),
                                 digest_size=16).digest() for b in range(wavs.shape[0])]
-        if any(k not in self._kept for k in keys):
-            ids = self._assign(*self.target_features(wavs, lengths), T).cpu()
-            for b, k in enumerate(keys):
-                self._kept.setdefault(k, ids[b, : n[b]].to(torch.int16))
+        miss = [b for b, k in enumerate(keys) if k not in self._kept]
+        if miss:  # the teacher reads only the utterances it has not labelled yet
+            pick = torch.tensor(miss, device=wavs.device)
+            sub_lengths = lengths[pick]
+            ids = self._assign(*self.target_features(wavs[pick, : int(sub_lengths.max())],
+                                                     sub_lengths), max(n[b] for b in miss))
+            for j, b in enumerate(miss):
+                self._kept[keys[b]] = ids[j, : n[b]].cpu().to(torch.int16)
         out = torch.zeros(wavs.shape[0], T, dtype=torch.long)
         for b, k in enumerate(keys):
             out[b, : n[b]] = self._kept[k]
