@@ -45,8 +45,8 @@ def _record(up, monkeypatch) -> dict:
         seen["mask"] = draw(n, T)
         return seen["mask"]
 
-    def student(x, n, mask=None, context=None):
-        layers = contextualize(x, n, mask, context)
+    def student(x, n, mask=None, context=None, **kw):
+        layers = contextualize(x, n, mask, context, **kw)
         if mask is not None and context is None:  # the student's pass, not a teacher's
             layers[-1].retain_grad()
             seen["last"] = layers[-1]
